@@ -1,0 +1,33 @@
+"""blankly_magics: from a notebook's Blankly strategy to a backtest or live deployment.
+
+The plain-Python pipeline (``export`` -> ``manifest`` -> ``bundle`` -> ``client``)
+imports neither IPython nor ipywidgets. ``%load_ext blankly_magics`` registers the
+magics; everything heavy is imported when first used, so loading stays cheap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "panel"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext blankly_magics``: register the magics on this shell."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magics import unload_ipython_extension as _unload
+
+    _unload(ipython)
+
+
+def panel(**kwargs: Any) -> Any:
+    """Show the deployment panel (ipywidgets); the same as ``%blankly panel``."""
+    from .panel import show_panel
+
+    return show_panel(**kwargs)

@@ -1,0 +1,2 @@
+"""Shared fixtures: real notebooks (nbformat), real servers on loopback."""
+pytest_plugins = ["tests.fixtures_notebooks", "tests.fixtures_server"]

@@ -1,0 +1,308 @@
+"""The platform hook Blankly looks for when a model runs deployed.
+
+At import, ``blankly`` tries ``from blankly_external import Reporter``; when it
+succeeds it sets ``blankly.is_deployed = True`` and sends every report (orders,
+strategies, backtest results, screener results, notifications) to that object.
+The runner puts the directory holding this file FIRST on a child's PYTHONPATH and
+nowhere else, so only models it runs see it.
+
+Everything is written under ``BLANKLY_MAGICS_REPORT_DIR``:
+  events.jsonl           one JSON object per report, in order
+  backtest_result.json   the last backtest result (written atomically)
+  screener_result.json   the last screener result (written atomically)
+
+In a backtest (``BACKTESTING=1``) the uploaded kwargs (``BACKTESTING_ARGS``,
+base64 JSON) are applied: ``strategy.start()`` runs ``strategy.backtest(**args)``,
+a script's own ``strategy.backtest(...)`` gets the args merged over its own, and
+a script that only defines a strategy is backtested when it ends. The chart
+window is always off: runs are headless.
+
+This file runs inside the model's interpreter (any Python >= 3.7), so it uses
+the standard library only and imports nothing from blankly_magics.
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+
+_lock = threading.Lock()
+
+
+def _report_dir():
+    path = os.environ.get("BLANKLY_MAGICS_REPORT_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
+def plain(value, _depth=0):
+    """A JSON-safe copy: numpy/pandas scalars to Python, NaN/inf to None, keys to str."""
+    if _depth > 50:
+        return str(value)
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): plain(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v, _depth + 1) for v in value]
+    # pandas objects: a DataFrame becomes a list of rows, a Series a list.
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and hasattr(value, "columns"):
+        try:
+            return plain(to_dict(orient="records"), _depth + 1)
+        except Exception:
+            pass
+    tolist = getattr(value, "tolist", None)  # numpy arrays/scalars, pandas Series
+    if callable(tolist):
+        try:
+            return plain(tolist(), _depth + 1)
+        except Exception:
+            pass
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return plain(item(), _depth + 1)
+        except Exception:
+            pass
+    timestamp = getattr(value, "timestamp", None)  # datetime, pandas Timestamp
+    if callable(timestamp):
+        try:
+            return plain(timestamp(), _depth + 1)
+        except Exception:
+            pass
+    if callable(value):
+        return getattr(value, "__qualname__", None) or getattr(value, "__name__", None) or repr(value)
+    return str(value)
+
+
+def _write_json(name, data):
+    directory = _report_dir()
+    if not directory:
+        return
+    path = os.path.join(directory, name)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def _event(kind, **data):
+    directory = _report_dir()
+    if not directory:
+        return
+    record = {"event": kind, "time": time.time()}
+    record.update(plain(data))
+    line = json.dumps(record, allow_nan=False)
+    with _lock:
+        with open(os.path.join(directory, "events.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def backtest_args():
+    """The uploaded ``.backtest()`` kwargs, or {} outside a backtest."""
+    raw = os.environ.get("BACKTESTING_ARGS")
+    if not raw:
+        return {}
+    try:
+        args = json.loads(base64.b64decode(raw).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RuntimeError("BACKTESTING_ARGS is not base64-encoded JSON: %s" % exc) from None
+    if not isinstance(args, dict):
+        raise RuntimeError("BACKTESTING_ARGS must encode a JSON object of backtest kwargs")
+    return args
+
+
+def backtesting():
+    return os.environ.get("BACKTESTING") == "1"
+
+
+def shape_backtest_result(platform_result):
+    """Blankly's platform result -> the runner's result fields (JSON-safe)."""
+    result = plain(platform_result)
+    metrics = {}
+    for key, metric in (result.get("metrics") or {}).items():
+        if isinstance(metric, dict) and "value" in metric:
+            metrics[metric.get("display_name") or key] = metric["value"]
+        else:
+            metrics[key] = metric
+    return {
+        "metrics": metrics,
+        "account_values": result.get("account_values") or [],
+        "trades": result.get("trades") or [],
+        "initial_account_value": result.get("initial_account_value"),
+        "final_account_value": result.get("final_account_value"),
+        "start_time": result.get("start_time"),
+        "stop_time": result.get("stop_time"),
+        "symbols": result.get("symbols") or [],
+        "quote_asset": result.get("quote_asset"),
+        "exchange": result.get("exchange"),
+        "blankly_backtest_id": result.get("backtest_id"),
+    }
+
+
+def _kwargs_of(original, args, kwargs):
+    """Turn a backtest call's positional args into keywords, by Blankly's signature."""
+    if not args:
+        return dict(kwargs)
+    import inspect
+
+    bound = inspect.signature(original).bind_partial(*args, **kwargs).arguments
+    flat = {}
+    for name, value in bound.items():
+        if name == "kwargs" and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+class _Reporter:
+    """Receives Blankly's reports for a model run by the local server."""
+
+    def __init__(self):
+        self._live_vars = {}
+        self._strategies = []
+        self._backtests_run = 0
+        self._screener = None
+        self._crashed = False
+
+    # -- strategies and backtests ------------------------------------------
+
+    def export_strategy(self, strategy, *args, **kwargs):
+        self._strategies.append(strategy)
+        _event("strategy", type=type(strategy).__name__)
+        if backtesting():
+            self._arm_backtest(strategy)
+
+    def _arm_backtest(self, strategy):
+        reporter = self
+        original = strategy.backtest
+        uploaded = backtest_args()
+
+        def backtest(*args, **kwargs):
+            merged = _kwargs_of(original, args, kwargs)
+            merged.update(uploaded)
+            merged["GUI_output"] = False  # headless: never open a browser or write a chart
+            reporter._backtests_run += 1
+            _event("backtest_start", args=merged)
+            return original(**merged)
+
+        def start(*args, **kwargs):
+            # Printed as a local `print(strategy.backtest(...))` would, so the log shows the metrics.
+            result = backtest()
+            print(result)
+            return result
+
+        # Instance attributes shadow the class's methods for this strategy only.
+        strategy.backtest = backtest
+        strategy.start = start
+
+    def _backtest_at_exit(self):
+        """A script that only defines a strategy still gets backtested, as on the platform."""
+        if not backtesting() or self._crashed or self._backtests_run or not self._strategies:
+            return
+        try:
+            self._strategies[-1].backtest()
+        except BaseException:
+            traceback.print_exc()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+    def export_backtest_result(self, platform_result, *args, **kwargs):
+        shaped = shape_backtest_result(platform_result)
+        _write_json("backtest_result.json", shaped)
+        _event("backtest_result", final_account_value=shaped["final_account_value"])
+
+    # -- exchanges and orders ------------------------------------------------
+
+    def export_used_exchange(self, exchange_name, *args, **kwargs):
+        _event("exchange", name=exchange_name)
+
+    def export_used_symbol(self, symbol, *args, **kwargs):
+        _event("symbol", symbol=symbol)
+
+    def log_market_order(self, exchange_out, exchange_type=None, *args, **kwargs):
+        _event("market_order", order=exchange_out, exchange=exchange_type)
+
+    def log_limit_order(self, exchange_out, exchange_type=None, *args, **kwargs):
+        _event("limit_order", order=exchange_out, exchange=exchange_type)
+
+    def update_order(self, exchange_out, exchange_type=None, *args, **kwargs):
+        _event("order_update", order=exchange_out, exchange=exchange_type)
+
+    def annotate_order(self, order_id, annotation=None, *args, **kwargs):
+        _event("order_annotation", order_id=order_id, annotation=annotation)
+
+    # -- live variables ------------------------------------------------------
+
+    def export_live_var(self, var, name=None, description=None, *args, **kwargs):
+        self._live_vars[id(var)] = var
+        _event("live_var", name=name, value=var, description=description)
+
+    def update_live_var(self, var, *args, **kwargs):
+        return self._live_vars.get(id(var), var)
+
+    # -- screeners -------------------------------------------------------------
+
+    def export_screener(self, screener, *args, **kwargs):
+        if self._screener is not None:
+            raise RuntimeError("Currently only a single screener can be created per model.")
+        self._screener = screener
+        _event("screener", symbols=getattr(screener, "symbols", None))
+
+    def export_screener_result(self, screener, *args, **kwargs):
+        result = {
+            "raw_results": getattr(screener, "raw_results", None),
+            "formatted_results": getattr(screener, "formatted_results", None),
+            "symbols": getattr(screener, "symbols", None),
+            "status": getattr(screener, "status", None),
+        }
+        _write_json("screener_result.json", plain(result))
+        _event("screener_result", symbols=result["symbols"])
+
+    # -- notifications: recorded and printed, never sent from a local run -----
+
+    def email(self, email_str=None, *args, **kwargs):
+        message = plain(email_str if email_str is not None else kwargs.get("email"))
+        _event("email", message=message)
+        print("[blankly_magics] email recorded (not sent by the local server): %s" % (message,))
+
+    def text(self, text=None, *args, **kwargs):
+        _event("text", message=plain(text))
+        print("[blankly_magics] text recorded (not sent by the local server): %s" % (text,))
+
+    def __getattr__(self, name):
+        # A report this Blankly version makes that we do not know yet: record, never crash.
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def record(*args, **kwargs):
+            _event("report", name=name, args=list(args), kwargs=kwargs)
+
+        return record
+
+
+Reporter = _Reporter()
+
+_previous_excepthook = sys.excepthook
+
+
+def _note_crash(exc_type, exc, tb):
+    Reporter._crashed = True
+    _previous_excepthook(exc_type, exc, tb)
+
+
+sys.excepthook = _note_crash
+atexit.register(Reporter._backtest_at_exit)

@@ -1,0 +1,150 @@
+"""The blankly_external platform hook, exercised inside real Blankly processes."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from blankly_magics.server.runner import HOOK_DIR
+from tests.test_runner import blankly_settings, rsi_script
+from tests.fixtures_notebooks import PRICES_CSV, RSI_BACKTEST_ARGS
+
+
+def run_model(tmp_path: Path, script: str, *, args: Optional[dict] = None, hook: bool = True,
+              backtesting: bool = True) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run a script as the runner would (hook first on PYTHONPATH), in a model folder."""
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    settings, backtest = blankly_settings()
+    (model / "settings.json").write_text(json.dumps(settings))
+    (model / "backtest.json").write_text(json.dumps(backtest))
+    (model / PRICES_CSV.name).write_bytes(PRICES_CSV.read_bytes())
+    (model / "bot.py").write_text(script)
+    report = tmp_path / "report"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BACKTESTING", "BACKTESTING_ARGS")}
+    env.update({"BLANKLY_MAGICS_REPORT_DIR": str(report), "BROWSER": "true", "MPLBACKEND": "Agg"})
+    if hook:
+        env["PYTHONPATH"] = str(HOOK_DIR)
+    if backtesting:
+        env["BACKTESTING"] = "1"
+        env["BACKTESTING_ARGS"] = base64.b64encode(json.dumps(args or {}).encode()).decode()
+    proc = subprocess.run([sys.executable, "bot.py"], cwd=model, env=env, capture_output=True,
+                          text=True, timeout=300)
+    return proc, report
+
+
+def events(report: Path) -> list[dict]:
+    path = report / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_hook_dir_holds_only_the_hook() -> None:
+    # It goes first on a model's PYTHONPATH: anything else here would shadow the model's imports.
+    assert sorted(p.name for p in HOOK_DIR.iterdir() if p.name != "__pycache__") == ["blankly_external.py"]
+
+
+def test_the_servers_own_environment_is_not_deployed() -> None:
+    code = ("import importlib.util, blankly; "
+            "print(importlib.util.find_spec('blankly_external') is None, blankly.is_deployed)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=str(Path(__file__).parent.parent), timeout=120, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_blankly_sees_the_hook_as_the_platform(tmp_path: Path) -> None:
+    script = ("import blankly, blankly_external\n"
+              "print(blankly.is_deployed, blankly.reporter is blankly_external.Reporter)\n")
+    proc, _ = run_model(tmp_path, script, backtesting=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
+
+
+@pytest.mark.slow
+def test_a_deployed_style_script_is_backtested_with_the_uploaded_args(tmp_path: Path) -> None:
+    args = {**RSI_BACKTEST_ARGS, "initial_values": {"USD": 3000}}
+    proc, report = run_model(tmp_path, rsi_script(), args=args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((report / "backtest_result.json").read_text())
+    assert result["initial_account_value"] == 3000
+    assert set(result["metrics"]) >= {"Sharpe Ratio", "Max Drawdown (%)", "Cumulative Returns (%)"}
+    assert all(isinstance(v, (int, float)) or v is None for v in result["metrics"].values())
+    assert "Blankly Metrics" in proc.stdout  # the log shows what a local print would
+    kinds = [e["event"] for e in events(report)]
+    assert kinds[:2] == ["exchange", "strategy"] and "backtest_result" in kinds
+    start = next(e for e in events(report) if e["event"] == "backtest_start")
+    assert start["args"]["GUI_output"] is False and start["args"]["initial_values"] == {"USD": 3000}
+    assert not list((tmp_path / "model").glob("*.html"))  # no chart written: headless
+
+
+@pytest.mark.slow
+def test_a_script_that_only_defines_a_strategy_is_backtested_when_it_ends(tmp_path: Path) -> None:
+    proc, report = run_model(tmp_path, rsi_script("print('defined')\n"), args=RSI_BACKTEST_ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "defined" in proc.stdout
+    assert json.loads((report / "backtest_result.json").read_text())["initial_account_value"] == 10000
+
+
+def test_a_script_that_crashes_is_not_backtested_at_exit(tmp_path: Path) -> None:
+    script = rsi_script("raise KeyError('oops')\n")
+    proc, report = run_model(tmp_path, script, args=RSI_BACKTEST_ARGS)
+    assert proc.returncode == 1
+    assert "KeyError: 'oops'" in proc.stderr
+    assert not (report / "backtest_result.json").exists()
+
+
+def test_live_reports_are_recorded_and_notifications_are_not_sent(tmp_path: Path) -> None:
+    script = (
+        "import math, blankly\n"
+        "import numpy as np\n"
+        "r = blankly.reporter\n"
+        "r.export_live_var(3.5, 'threshold', 'RSI threshold')\n"
+        "r.log_market_order({'id': 'o1', 'size': np.float64(1.5), 'bad': float('nan')}, 'keyless')\n"
+        "r.email('rsi crossed 70')\n"
+        "r.text('sell now')\n"
+        "r.some_future_report('x', y=1)\n"
+        "print('done')\n"
+    )
+    proc, report = run_model(tmp_path, script, backtesting=False)
+    assert proc.returncode == 0, proc.stderr
+    got = {e["event"]: e for e in events(report)}
+    assert got["live_var"]["name"] == "threshold" and got["live_var"]["value"] == 3.5
+    assert got["market_order"]["order"] == {"id": "o1", "size": 1.5, "bad": None}
+    assert got["email"]["message"] == "rsi crossed 70"
+    assert got["text"]["message"] == "sell now"
+    assert got["report"]["name"] == "some_future_report"
+    assert "email recorded (not sent" in proc.stdout
+
+
+def test_results_are_made_json_safe(tmp_path: Path) -> None:
+    script = (
+        "import json, blankly_external as h\n"
+        "import numpy as np, pandas as pd\n"
+        "value = {1: np.int64(2), 'f': np.float32(0.5), 'inf': float('inf'), 'arr': np.array([1.0, np.nan]),\n"
+        "         'ts': pd.Timestamp('2020-01-01', tz='UTC'), 'df': pd.DataFrame({'a': [1, 2]}),\n"
+        "         'fn': len, 'set': {3}}\n"
+        "print(json.dumps(h.plain(value), allow_nan=False, sort_keys=True))\n"
+    )
+    proc, _ = run_model(tmp_path, script, backtesting=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "1": 2, "f": 0.5, "inf": None, "arr": [1.0, None], "ts": 1577836800.0,
+        "df": [{"a": 1}, {"a": 2}], "fn": "len", "set": [3],
+    }
+
+
+def test_bad_backtesting_args_fail_clearly(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(HOOK_DIR), "BACKTESTING": "1", "BACKTESTING_ARGS": "%%%not-base64"}
+    code = "import blankly_external as h; h.backtest_args()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=model, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "BACKTESTING_ARGS is not base64-encoded JSON" in proc.stderr

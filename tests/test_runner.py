@@ -1,0 +1,615 @@
+"""The runner, driven directly with real model zips and real child processes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import psutil
+import pytest
+
+from blankly_magics.server.runner import (
+    RUN_TOKEN_VAR,
+    BacktestJob,
+    LiveJob,
+    LogSink,
+    Runner,
+    RunLimits,
+    failure_reason,
+)
+from tests.fixtures_notebooks import (
+    PRICES_CSV,
+    RSI_BACKTEST_ARGS,
+    RSI_ENTRY,
+    RSI_IMPORTS,
+    RSI_LOGIC,
+    RSI_SETUP,
+)
+
+# ---------------------------------------------------------------- real model zips
+
+
+def rsi_script(entry: str = RSI_ENTRY) -> str:
+    """The RSI strategy as the exporter writes it: marked cells, then the entry cell."""
+    cells = [RSI_IMPORTS, RSI_LOGIC, RSI_SETUP]
+    return "\n".join(c.replace("#| blankly\n", "") for c in cells) + "\n" + entry
+
+
+def blankly_settings() -> tuple[dict, dict]:
+    """Blankly's default settings.json / backtest.json contents (GUI left ON on purpose:
+    the runner must keep runs headless whatever the upload says)."""
+    from blankly.utils.utils import default_backtest_settings, default_general_settings
+
+    backtest = json.loads(json.dumps(default_backtest_settings))
+    backtest["settings"]["GUI_output"] = True
+    return json.loads(json.dumps(default_general_settings)), backtest
+
+
+def model_zip(
+    path: Path,
+    script: str,
+    *,
+    requirements: str = "",
+    files: Optional[dict[str, str]] = None,
+    manifest: Optional[dict[str, Any]] = None,
+    prices: bool = True,
+) -> Path:
+    """A model zip as the platform expects it: model/blankly.json, the script, settings, data."""
+    settings, backtest = blankly_settings()
+    meta = {
+        "main_script": "./bot.py",
+        "working_directory": ".",
+        "requirements": "./requirements.txt",
+        "python_version": f"{sys.version_info[0]}.{sys.version_info[1]}",
+        "type": "strategy",
+    }
+    meta.update(manifest or {})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model/blankly.json", json.dumps(meta))
+        zf.writestr("model/bot.py", script)
+        zf.writestr("model/requirements.txt", requirements)
+        zf.writestr("model/settings.json", json.dumps(settings))
+        zf.writestr("model/backtest.json", json.dumps(backtest))
+        if prices:
+            zf.write(PRICES_CSV, "model/" + PRICES_CSV.name)
+        for name, text in (files or {}).items():
+            zf.writestr("model/" + name, text)
+    return path
+
+
+METRICS_DUMP = """
+import json as _json
+_args = _json.load(open("args.json"))
+_result = strategy.backtest(**_args, GUI_output=False)
+_metrics = {m["display_name"]: m["value"] for m in _result.metrics.values()}
+_json.dump({"metrics": _metrics, "trades": len(_result.trades["created"])}, open("direct.json", "w"))
+"""
+
+
+def run_directly(tmp: Path, args: dict) -> dict:
+    """Run the RSI script with plain `python` (no hook, not deployed) and the same args."""
+    settings, backtest = blankly_settings()
+    backtest["settings"]["GUI_output"] = False
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "bot.py").write_text(rsi_script(METRICS_DUMP))
+    (tmp / "settings.json").write_text(json.dumps(settings))
+    (tmp / "backtest.json").write_text(json.dumps(backtest))
+    (tmp / "args.json").write_text(json.dumps(args))
+    (tmp / PRICES_CSV.name).write_bytes(PRICES_CSV.read_bytes())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BACKTESTING")}
+    env["BROWSER"] = "true"
+    proc = subprocess.run([sys.executable, "bot.py"], cwd=tmp, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp / "direct.json").read_text())
+
+
+# ---------------------------------------------------------------- recording callbacks
+
+
+class Recorder:
+    """Collects the runner's reports and lets a test wait for a state."""
+
+    def __init__(self) -> None:
+        self.backtests: dict[str, list[dict]] = {}
+        self.live: dict[str, list[dict]] = {}
+        self._cond = threading.Condition()
+
+    def on_backtest(self, backtest_id: str, fields: dict) -> None:
+        with self._cond:
+            self.backtests.setdefault(backtest_id, []).append(dict(fields))
+            self._cond.notify_all()
+
+    def on_live(self, model_id: str, fields: dict) -> None:
+        with self._cond:
+            self.live.setdefault(model_id, []).append(dict(fields))
+            self._cond.notify_all()
+
+    def backtest(self, backtest_id: str) -> dict:
+        merged: dict = {}
+        for fields in self.backtests.get(backtest_id, []):
+            merged.update(fields)
+        return merged
+
+    def live_state(self, model_id: str) -> dict:
+        merged: dict = {}
+        for fields in self.live.get(model_id, []):
+            merged.update(fields)
+        return merged
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 240.0) -> None:
+        """Wait for a report, re-checking every 0.2 s too (some predicates read log files)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"condition not reached; backtests={self.backtests} live={self.live}")
+                self._cond.wait(min(0.2, left))
+
+    def wait_backtest(self, backtest_id: str, timeout: float = 240.0) -> dict:
+        self.wait(lambda: self.backtest(backtest_id).get("status") in ("completed", "failed", "cancelled"),
+                  timeout)
+        return self.backtest(backtest_id)
+
+    def wait_live(self, model_id: str, predicate: Callable[[dict], bool], timeout: float = 120.0) -> dict:
+        self.wait(lambda: predicate(self.live_state(model_id)), timeout)
+        return self.live_state(model_id)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def runner(tmp_path: Path, recorder: Recorder):
+    r = Runner(tmp_path / "data", recorder.on_backtest, recorder.on_live, max_workers=2,
+               restart_backoff=0.2, max_restarts=2, grace=2.0)
+    r.start()
+    yield r
+    r.shutdown()
+    assert run_processes(tmp_path) == [], "the runner left child processes behind"
+
+
+def run_processes(root: Path) -> list[int]:
+    """Pids of live processes a runner started under ``root`` (run token set, cwd inside it).
+
+    Other tests' servers may run models at the same time: only ours count.
+    """
+    root = root.resolve()
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if (RUN_TOKEN_VAR in proc.environ() and proc.status() != psutil.STATUS_ZOMBIE
+                    and Path(proc.cwd()).resolve().is_relative_to(root)):
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def job(tmp_path: Path, backtest_id: str, zip_path: Path, args: Optional[dict] = None,
+        limits: RunLimits = RunLimits(), python_version: str = "") -> BacktestJob:
+    return BacktestJob(backtest_id, "model1", "v1", "proj1", zip_path, python_version,
+                       dict(RSI_BACKTEST_ARGS if args is None else args), limits=limits)
+
+
+# ---------------------------------------------------------------- backtests
+
+
+@pytest.mark.slow
+def test_rsi_backtest_equals_a_direct_run(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    zip_path = model_zip(tmp_path / "rsi.zip", rsi_script())
+    runner.submit_backtest(job(tmp_path, "bt-rsi", zip_path))
+    final = recorder.wait_backtest("bt-rsi")
+    assert recorder.backtests["bt-rsi"][0] == {"status": "queued"}
+    assert final["status"] == "completed", (final.get("error"), runner.backtest_log("bt-rsi").read_text())
+    assert final["exit_code"] == 0 and final["error"] is None
+    assert final["started_at"] <= final["ended_at"]
+    result = final["result"]
+    direct = run_directly(tmp_path / "direct", RSI_BACKTEST_ARGS)
+    assert result["metrics"] == direct["metrics"]
+    assert "Sharpe Ratio" in result["metrics"]
+    assert len(result["trades"]) == direct["trades"] > 0
+    assert result["initial_account_value"] == 10000
+    assert result["account_values"][-1]["value"] == result["final_account_value"]
+    assert result["symbols"] == ["GOOG-USD"] and result["quote_asset"] == "USD"
+    assert result["exchange"] == "keyless"
+    json.dumps(result, allow_nan=False)  # what the server stores and serves
+    log = runner.backtest_log("bt-rsi").read_text()
+    assert "Blankly Metrics" in log
+    # Headless although the uploaded backtest.json asked for the GUI; the model copy is cleaned up.
+    assert not (runner.backtest_log("bt-rsi").parent / "model").exists()
+
+
+@pytest.mark.slow
+def test_backtest_args_change_the_outcome(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    zip_path = model_zip(tmp_path / "rsi.zip", rsi_script())
+    small = {**RSI_BACKTEST_ARGS, "initial_values": {"USD": 2500}}
+    short = {**RSI_BACKTEST_ARGS, "end_date": "2011-06-01"}
+    for name, args in (("bt-a", RSI_BACKTEST_ARGS), ("bt-b", small), ("bt-c", short)):
+        runner.submit_backtest(job(tmp_path, name, zip_path, args))
+    a, b, c = (recorder.wait_backtest(n) for n in ("bt-a", "bt-b", "bt-c"))
+    assert [x["status"] for x in (a, b, c)] == ["completed"] * 3
+    assert b["result"]["initial_account_value"] == 2500
+    assert a["result"]["final_account_value"] != b["result"]["final_account_value"]
+    assert c["result"]["stop_time"] < a["result"]["stop_time"]
+    assert a["result"]["final_account_value"] != c["result"]["final_account_value"]
+
+
+@pytest.mark.slow
+def test_a_script_that_calls_backtest_itself_gets_the_uploaded_args_merged(
+    runner: Runner, recorder: Recorder, tmp_path: Path
+) -> None:
+    own_call = (
+        'strategy.backtest(initial_values={"USD": 10000}, start_date="2010-06-01", '
+        'end_date="2011-06-01", GUI_output=True)\n'
+    )
+    zip_path = model_zip(tmp_path / "own.zip", rsi_script(own_call))
+    runner.submit_backtest(job(tmp_path, "bt-own", zip_path, {"initial_values": {"USD": 4000}}))
+    final = recorder.wait_backtest("bt-own")
+    assert final["status"] == "completed", final.get("error")
+    result = final["result"]
+    assert result["initial_account_value"] == 4000  # the uploaded arg won
+    assert result["stop_time"] <= time.mktime((2011, 6, 2, 0, 0, 0, 0, 0, -1))  # the script's own end_date kept
+
+
+def test_a_model_that_raises_fails_with_its_traceback(runner: Runner, recorder: Recorder,
+                                                      tmp_path: Path) -> None:
+    script = "def setup():\n    raise ValueError('no prices for GOOG-USD')\n\nsetup()\n"
+    zip_path = model_zip(tmp_path / "raise.zip", script, prices=False)
+    runner.submit_backtest(job(tmp_path, "bt-raise", zip_path))
+    final = recorder.wait_backtest("bt-raise")
+    assert final["status"] == "failed"
+    assert final["exit_code"] == 1
+    assert final["error"] == "ValueError: no prices for GOOG-USD"
+    assert final.get("result") is None
+    log = runner.backtest_log("bt-raise").read_text()
+    assert "Traceback (most recent call last)" in log and "in setup" in log
+
+
+def test_a_script_without_a_backtest_fails_with_no_result(runner: Runner, recorder: Recorder,
+                                                          tmp_path: Path) -> None:
+    zip_path = model_zip(tmp_path / "quiet.zip", "print('nothing to see')\n", prices=False)
+    runner.submit_backtest(job(tmp_path, "bt-quiet", zip_path))
+    final = recorder.wait_backtest("bt-quiet")
+    assert final["status"] == "failed" and final["exit_code"] == 0
+    assert final["error"].startswith("produced no backtest result")
+    assert "nothing to see" in runner.backtest_log("bt-quiet").read_text()
+
+
+def test_the_model_gets_the_platform_environment(runner: Runner, recorder: Recorder,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SECRET_TOKEN", "s3cr3t-value")
+    monkeypatch.setenv("HARMLESS_SETTING", "kept")
+    script = (
+        "import base64, json, os, sys\n"
+        "names = ['PROJECT_ID', 'MODEL_ID', 'VERSION_ID', 'UID', 'TYPE', 'BACKTESTING', 'BACKTESTING_ID',\n"
+        "         'MPLBACKEND', 'PYTHONUNBUFFERED', 'HARMLESS_SETTING', 'MY_SECRET_TOKEN']\n"
+        "out = {n: os.environ.get(n) for n in names}\n"
+        "out['args'] = json.loads(base64.b64decode(os.environ['BACKTESTING_ARGS']))\n"
+        "out['first_path'] = os.environ['PYTHONPATH'].split(os.pathsep)[0]\n"
+        "out['cwd'] = os.getcwd()\n"
+        "import blankly_external\n"
+        "out['hook'] = blankly_external.__file__\n"
+        "json.dump(out, open(os.path.join(os.environ['BLANKLY_MAGICS_REPORT_DIR'], 'env.json'), 'w'))\n"
+    )
+    zip_path = model_zip(tmp_path / "env.zip", script, prices=False, files={"sub/keep.txt": "x"},
+                         manifest={"working_directory": "./sub"})
+    runner.submit_backtest(job(tmp_path, "bt-env", zip_path, {"to": "1y"}))
+    recorder.wait_backtest("bt-env")
+    seen = json.loads((runner.backtest_log("bt-env").parent / "report" / "env.json").read_text())
+    assert seen["PROJECT_ID"] == "proj1" and seen["MODEL_ID"] == "model1" and seen["VERSION_ID"] == "v1"
+    assert seen["UID"] == "proj1" and seen["TYPE"] == "STRATEGY"
+    assert seen["BACKTESTING"] == "1" and seen["BACKTESTING_ID"] == "bt-env"
+    assert seen["args"] == {"to": "1y"}
+    assert seen["MPLBACKEND"] == "Agg" and seen["PYTHONUNBUFFERED"] == "1"
+    assert seen["HARMLESS_SETTING"] == "kept"
+    assert seen["MY_SECRET_TOKEN"] is None  # secrets-looking variables never reach a model
+    assert Path(seen["first_path"]).name == "hook"
+    assert Path(seen["hook"]).parent == Path(seen["first_path"])
+    assert Path(seen["cwd"]).name == "sub"
+
+
+def test_a_model_past_the_time_limit_is_stopped(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    script = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    zip_path = model_zip(tmp_path / "sleep.zip", script, prices=False)
+    runner.submit_backtest(job(tmp_path, "bt-slow", zip_path, limits=RunLimits(timeout=1.5)))
+    final = recorder.wait_backtest("bt-slow")
+    assert final["status"] == "failed"
+    assert final["error"] == "stopped: exceeded the plan's time limit of 1.5 s"
+    assert "time limit" in runner.backtest_log("bt-slow").read_text()
+    assert run_processes(tmp_path) == []
+
+
+def test_a_model_past_the_memory_cap_is_stopped(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    script = (
+        "import time\nhog = []\n"
+        "for _ in range(400):\n"
+        "    hog.append(bytearray(8 * 1024 * 1024))\n"
+        "    time.sleep(0.02)\n"
+        "print('survived')\n"
+    )
+    zip_path = model_zip(tmp_path / "hog.zip", script, prices=False)
+    runner.submit_backtest(job(tmp_path, "bt-hog", zip_path, limits=RunLimits(ram=120, timeout=120)))
+    final = recorder.wait_backtest("bt-hog")
+    assert final["status"] == "failed"
+    assert final["error"].startswith("stopped: exceeded the plan's memory limit of 120 MB")
+    assert "survived" not in runner.backtest_log("bt-hog").read_text()
+
+
+def test_cancel_stops_a_running_backtest_and_skips_a_queued_one(tmp_path: Path, recorder: Recorder) -> None:
+    r = Runner(tmp_path / "data", recorder.on_backtest, recorder.on_live, max_workers=1, grace=2.0)
+    r.start()
+    try:
+        script = "import os, time\nprint('started', flush=True)\ntime.sleep(120)\n"
+        zip_path = model_zip(tmp_path / "sleep.zip", script, prices=False)
+        r.submit_backtest(job(tmp_path, "bt-1", zip_path))
+        r.submit_backtest(job(tmp_path, "bt-2", zip_path))
+        recorder.wait(lambda: "started" in _read(r.backtest_log("bt-1")))
+        # One worker: the second waits in the queue while the first runs.
+        assert recorder.backtest("bt-2")["status"] == "queued"
+        assert r.cancel_backtest("bt-2") is True
+        assert r.cancel_backtest("bt-1") is True
+        first, second = recorder.wait_backtest("bt-1"), recorder.wait_backtest("bt-2")
+        assert first["status"] == "cancelled" and first["error"] == "cancelled by the user"
+        assert second["status"] == "cancelled"
+        assert all(f.get("status") != "running" for f in recorder.backtests["bt-2"])
+        assert r.cancel_backtest("bt-1") is False  # finished: nothing to cancel
+        assert r.cancel_backtest("no-such-backtest") is False
+    finally:
+        r.shutdown()
+    assert run_processes(tmp_path) == []
+
+
+def test_a_python_this_machine_lacks_fails_before_running(runner: Runner, recorder: Recorder,
+                                                          tmp_path: Path) -> None:
+    script = "open('ran.marker', 'w').write('ran')\n"
+    zip_path = model_zip(tmp_path / "py.zip", script, prices=False)
+    runner.submit_backtest(job(tmp_path, "bt-py", zip_path, python_version="3.99"))
+    final = recorder.wait_backtest("bt-py")
+    assert final["status"] == "failed"
+    assert final["error"].startswith("python 3.99 is not available on this machine")
+
+
+@pytest.mark.slow
+def test_requirements_pip_cannot_satisfy_fail_and_the_script_never_starts(
+    runner: Runner, recorder: Recorder, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran.marker"
+    script = f"open({str(marker)!r}, 'w').write('ran')\n"
+    zip_path = model_zip(tmp_path / "pins.zip", script, prices=False,
+                         requirements="six==1.16.0\nsix==1.15.0\n")
+    runner.submit_backtest(job(tmp_path, "bt-pip", zip_path))
+    final = recorder.wait_backtest("bt-pip", timeout=600)
+    assert final["status"] == "failed"
+    assert final["error"].startswith("pip install -r requirements.txt failed")
+    assert "six" in final["error"] and "ResolutionImpossible" in final["error"]
+    assert not marker.exists()
+    assert "ResolutionImpossible" in runner.backtest_log("bt-pip").read_text()
+    # The failed build left no half environment behind to be mistaken for a ready one.
+    envs_dir = tmp_path / "data" / "envs"
+    assert not envs_dir.exists() or list(envs_dir.iterdir()) == []
+
+
+def test_a_bad_backtest_id_is_refused(runner: Runner, tmp_path: Path) -> None:
+    zip_path = model_zip(tmp_path / "x.zip", "print(1)\n", prices=False)
+    with pytest.raises(ValueError, match="cannot name a run directory"):
+        runner.submit_backtest(job(tmp_path, "../escape", zip_path))
+
+
+# ---------------------------------------------------------------- live models
+
+TICKER = (
+    "import os, time\n"
+    "print('model', os.environ['MODEL_ID'], 'backtesting', os.environ.get('BACKTESTING'), flush=True)\n"
+    "n = 0\n"
+    "while True:\n"
+    "    n += 1\n"
+    "    print('tick', n, flush=True)\n"
+    "    time.sleep(0.5)\n"
+)
+
+
+def live_job(zip_path: Path, model_id: str = "live1", version_id: str = "v1", **kw: Any) -> LiveJob:
+    return LiveJob(model_id, version_id, "proj1", zip_path, "", **kw)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_a_live_model_runs_logs_and_is_killed(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    zip_path = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
+    runner.deploy(live_job(zip_path))
+    state = recorder.wait_live("live1", lambda s: s.get("state") == "running")
+    pid = state["pid"]
+    assert psutil.Process(pid).is_running()
+    log = runner.live_log("live1")
+    recorder.wait(lambda: "tick 2" in _read(log))
+    size = log.stat().st_size
+    recorder.wait(lambda: "tick 4" in _read(log))
+    assert log.stat().st_size > size  # the log grows while it runs
+    text = log.read_text()
+    assert "model live1 backtesting None" in text
+    status = runner.live_status("live1")
+    assert status["state"] == "running" and status["version_id"] == "v1" and "tick" in status["log_tail"]
+    assert runner.kill("live1") is True
+    assert recorder.live_state("live1")["state"] == "stopped"
+    assert gone(pid)
+    assert run_processes(tmp_path) == []
+    assert runner.kill("live1") is False
+
+
+def test_a_redeploy_replaces_the_running_process(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    zip_path = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
+    runner.deploy(live_job(zip_path, version_id="v1"))
+    first = recorder.wait_live("live1", lambda s: s.get("state") == "running")["pid"]
+    runner.deploy(live_job(zip_path, version_id="v2"))
+    second = recorder.wait_live(
+        "live1", lambda s: s.get("state") == "running" and s.get("version_id") == "v2")["pid"]
+    assert second != first
+    assert gone(first)
+    assert psutil.Process(second).is_running()
+    # The old run never reported after the new one started.
+    states = [f.get("state") for f in recorder.live["live1"]]
+    assert states == ["starting", "running", "starting", "running"]
+    assert len(run_processes(tmp_path)) == 1
+
+
+def test_a_crashing_model_is_restarted_then_left_crashed(runner: Runner, recorder: Recorder,
+                                                         tmp_path: Path) -> None:
+    script = "print('starting up')\nraise RuntimeError('exchange keys missing')\n"
+    zip_path = model_zip(tmp_path / "crash.zip", script, prices=False)
+    runner.deploy(live_job(zip_path, model_id="crashy"))
+    final = recorder.wait_live("crashy", lambda s: s.get("state") == "crashed")
+    assert final["exit_code"] == 1
+    assert final["restarts"] == 2  # the runner fixture allows two restarts
+    assert final["error"] == "RuntimeError: exchange keys missing (gave up after 2 restarts)"
+    assert final["log_tail"].count("starting up") == 3 and "Traceback" in final["log_tail"]
+    pids = [f["pid"] for f in recorder.live["crashy"] if f.get("state") == "running"]
+    assert len(set(pids)) == 3
+
+
+@pytest.mark.slow  # waits for the next minute boundary
+def test_a_screener_runs_on_its_schedule(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    script = "import time\nprint('screened at', time.strftime('%H:%M'), flush=True)\n"
+    zip_path = model_zip(tmp_path / "screen.zip", script, prices=False, manifest={"type": "screener"})
+    runner.deploy(live_job(zip_path, model_id="scr", model_type="screener", schedule="* * * * *"))
+    recorder.wait_live("scr", lambda s: s.get("state") == "running")
+    log = runner.live_log("scr")
+    recorder.wait(lambda: "screened at" in _read(log), timeout=90)
+    state = recorder.wait_live("scr", lambda s: s.get("exit_code") == 0)
+    assert state["state"] == "running" and state["pid"] is None and state["error"] is None
+    assert runner.kill("scr") is True
+    assert recorder.live_state("scr")["state"] == "stopped"
+
+
+def test_a_screener_with_a_bad_schedule_is_crashed_with_the_reason(
+    runner: Runner, recorder: Recorder, tmp_path: Path
+) -> None:
+    zip_path = model_zip(tmp_path / "screen.zip", "print(1)\n", prices=False, manifest={"type": "screener"})
+    runner.deploy(live_job(zip_path, model_id="scr2", model_type="screener", schedule="every monday"))
+    final = recorder.wait_live("scr2", lambda s: s.get("state") == "crashed")
+    assert "schedule" in final["error"] and "5" in final["error"]
+
+
+# ---------------------------------------------------------------- restart safety
+
+ORPHAN_MAKER = """
+import sys, time
+from pathlib import Path
+from blankly_magics.server.runner import Runner, LiveJob, BacktestJob
+data, live_zip, sleep_zip = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+r = Runner(data, lambda *a: None, lambda *a: None, max_workers=1)
+r.start()
+r.deploy(LiveJob("orphan-live", "v1", "p1", live_zip, ""))
+r.submit_backtest(BacktestJob("orphan-bt", "m", "v1", "p1", sleep_zip, "", {}))
+while len(list((data / "runs" / "pids").glob("*.json"))) < 2:
+    time.sleep(0.1)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_new_runner_kills_what_a_killed_server_left_behind(tmp_path: Path, recorder: Recorder) -> None:
+    data = tmp_path / "data"
+    live_zip = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
+    sleeper = ("import subprocess, sys, time\n"
+               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+               "time.sleep(600)\n")
+    sleep_zip = model_zip(tmp_path / "sleep.zip", sleeper, prices=False)
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHAN_MAKER)
+    server = subprocess.Popen([sys.executable, str(script), str(data), str(live_zip), str(sleep_zip)],
+                              stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parent.parent))
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        orphans = run_processes(tmp_path)
+        assert len(orphans) >= 2
+        server.send_signal(signal.SIGKILL)  # the server dies without cleaning up
+        server.wait()
+        assert all(not gone(p) for p in orphans)  # its children outlived it
+        r = Runner(data, recorder.on_backtest, recorder.on_live, max_workers=1)
+        r.start()
+        try:
+            assert run_processes(tmp_path) == []
+            assert all(gone(p) for p in orphans)
+            assert recorder.backtest("orphan-bt")["status"] == "failed"
+            assert "server stopped" in recorder.backtest("orphan-bt")["error"]
+            assert recorder.live_state("orphan-live")["state"] == "stopped"
+            assert list((data / "runs" / "pids").glob("*.json")) == []
+        finally:
+            r.shutdown()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pid in run_processes(tmp_path):  # never leave a stray behind, even when an assert failed
+            psutil.Process(pid).kill()
+
+
+def test_shutdown_stops_every_child(tmp_path: Path, recorder: Recorder) -> None:
+    r = Runner(tmp_path / "data", recorder.on_backtest, recorder.on_live, max_workers=1, grace=1.0)
+    r.start()
+    live_zip = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
+    sleep_zip = model_zip(tmp_path / "sleep.zip", "import time\nprint('up', flush=True)\ntime.sleep(300)\n",
+                          prices=False)
+    r.deploy(live_job(live_zip))
+    r.submit_backtest(job(tmp_path, "bt-run", sleep_zip))
+    r.submit_backtest(job(tmp_path, "bt-wait", sleep_zip))
+    recorder.wait_live("live1", lambda s: s.get("state") == "running")
+    recorder.wait(lambda: "up" in _read(r.backtest_log("bt-run")))
+    r.shutdown()
+    assert run_processes(tmp_path) == []
+    assert recorder.live_state("live1")["state"] == "stopped"
+    assert recorder.backtest("bt-run")["status"] == "failed"
+    assert "server stopped" in recorder.backtest("bt-run")["error"]
+    assert recorder.backtest("bt-wait")["status"] == "failed"
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_python_versions_include_the_servers_own(runner: Runner) -> None:
+    versions = runner.python_versions()
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" in versions
+    assert versions == sorted(versions, key=lambda v: tuple(map(int, v.split("."))))
+
+
+def test_failure_reason_takes_the_exceptions_last_line() -> None:
+    log = ("Traceback (most recent call last):\n  File \"bot.py\", line 3, in <module>\n"
+           "    x = 1 / 0\nZeroDivisionError: division by zero\n")
+    assert failure_reason(log, 1) == "ZeroDivisionError: division by zero"
+    assert failure_reason("plain output\n", 2) == "exited with code 2"
+    assert failure_reason("", -9) == "killed by SIGKILL"
+
+
+def test_a_huge_log_keeps_its_start_and_end(tmp_path: Path) -> None:
+    sink = LogSink(tmp_path / "output.log", max_bytes=64 * 1024, keep_bytes=8 * 1024)
+    sink.write("FIRST LINE\n")
+    for i in range(5000):
+        sink.write(f"line {i:05d} " + "x" * 40 + "\n")
+    sink.write("LAST LINE\n")
+    text = (tmp_path / "output.log").read_text()
+    assert (tmp_path / "output.log").stat().st_size <= 64 * 1024
+    assert text.startswith("FIRST LINE\n") and text.endswith("LAST LINE\n")
+    assert "bytes of output dropped here" in text

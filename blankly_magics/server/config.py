@@ -1,0 +1,140 @@
+"""The server's settings and its plans (the CPU/RAM/time limits a run may use)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .runner import RunLimits
+from .zipcheck import ZipLimits
+
+PLAN_KINDS = ("backtesting", "live")
+MB = 1024 * 1024
+
+# {"backtesting": {"small": {"cpu": 1000, "ram": 2048, "timeout": 900}, ...}, "live": {...}}
+Plans = dict[str, dict[str, dict[str, Any]]]
+
+
+class PlansError(ValueError):
+    """A plans file that cannot be used; the message says which entry and why."""
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps its data unless told: the embedded server's home, so
+    ``%blankly_login`` and a hand-started server share one ($BLANKLY_MAGICS_HOME, else XDG)."""
+    from ..embedded import data_home
+
+    return data_home()
+
+
+def _machine() -> tuple[int, int]:
+    """(cores, total RAM in MB) of this machine."""
+    cores = os.cpu_count() or 1
+    try:
+        import psutil
+
+        ram = int(psutil.virtual_memory().total // MB)
+    except Exception:  # psutil missing or unsupported platform: assume a small laptop
+        ram = 4096
+    return cores, ram
+
+
+def default_plans(cores: Optional[int] = None, ram_mb: Optional[int] = None) -> Plans:
+    """Plans sized from this machine, smallest first; none asks for more than it has."""
+    if cores is None or ram_mb is None:
+        cores, ram_mb = _machine()
+    all_cpu = cores * 1000
+    backtesting = [
+        ("small", 1000, min(2048, ram_mb // 4), 900),
+        ("medium", min(2000, all_cpu), min(4096, ram_mb // 2), 1800),
+        ("large", all_cpu, ram_mb * 3 // 4, 3600),
+    ]
+    live = [
+        ("nano", 250, min(512, ram_mb // 8)),
+        ("micro", 500, min(1024, ram_mb // 4)),
+        ("small", 1000, min(2048, ram_mb // 4)),
+        ("medium", min(2000, all_cpu), min(4096, ram_mb // 2)),
+    ]
+    plans: Plans = {"backtesting": {}, "live": {}}
+    seen: set[tuple[str, int, int]] = set()
+    for name, cpu, ram, timeout in backtesting:
+        if ("b", cpu, ram) not in seen:  # a small machine collapses sizes: keep one of each
+            seen.add(("b", cpu, ram))
+            plans["backtesting"][name] = {"cpu": cpu, "ram": max(ram, 128), "timeout": timeout}
+    for name, cpu, ram in live:
+        if ("l", cpu, ram) not in seen:
+            seen.add(("l", cpu, ram))
+            plans["live"][name] = {"cpu": cpu, "ram": max(ram, 128)}
+    return plans
+
+
+def _positive(value: Any, where: str, kind: type = int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise PlansError(f"{where} must be a positive number, got {value!r}")
+    if kind is int and value != int(value):
+        raise PlansError(f"{where} must be a whole number, got {value!r}")
+    return kind(value)
+
+
+def validate_plans(raw: Any, source: str = "plans") -> Plans:
+    """Check a plans mapping; a kind left out keeps this machine's defaults."""
+    if not isinstance(raw, dict):
+        raise PlansError(f"{source}: expected a JSON object with 'backtesting' and/or 'live'")
+    unknown = set(raw) - set(PLAN_KINDS)
+    if unknown:
+        raise PlansError(f"{source}: unknown plan type(s) {sorted(unknown)}; use {list(PLAN_KINDS)}")
+    plans = default_plans()
+    for kind in PLAN_KINDS:
+        if kind not in raw:
+            continue
+        entries = raw[kind]
+        if not isinstance(entries, dict) or not entries:
+            raise PlansError(f"{source}: '{kind}' must be a non-empty object of plans")
+        checked: dict[str, dict[str, Any]] = {}
+        for name, spec in entries.items():
+            where = f"{source}: {kind} plan {name!r}"
+            if not isinstance(spec, dict):
+                raise PlansError(f"{where} must be an object like {{\"cpu\": 1000, \"ram\": 2048}}")
+            entry = dict(spec)
+            entry["cpu"] = _positive(spec.get("cpu"), f"{where} cpu (millicores)")
+            entry["ram"] = _positive(spec.get("ram"), f"{where} ram (MB)")
+            if kind == "backtesting":
+                entry["timeout"] = _positive(spec.get("timeout", 900), f"{where} timeout (s)", float)
+            checked[str(name)] = entry
+        plans[kind] = checked
+    return plans
+
+
+def load_plans(path: str | Path) -> Plans:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlansError(f"cannot read plans file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise PlansError(f"plans file {path} is not valid JSON: {exc}") from None
+    return validate_plans(raw, str(path))
+
+
+def plan_limits(plan: dict[str, Any]) -> RunLimits:
+    return RunLimits(
+        cpu=int(plan["cpu"]), ram=int(plan["ram"]), timeout=float(plan.get("timeout", 900.0))
+    )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8127
+    token_ttl: int = 3600  # seconds an idToken stays valid
+    max_upload: int = 100 * MB  # bytes of zip accepted in one upload
+    plans: Plans = field(default_factory=default_plans)
+    max_workers: Optional[int] = None  # concurrent backtests; None lets the runner use the cores
+    max_queue: int = 100  # backtests waiting at once before new ones get 429
+    log_level: str = "info"
+    zip_limits: ZipLimits = field(default_factory=ZipLimits)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())

@@ -1,0 +1,505 @@
+"""Result objects for backtests, deployments and listings, with text/HTML/chart rendering.
+
+Plain Python (no IPython, no ipywidgets): the magics return these objects, the
+panel and scripts use them too. pandas and matplotlib are optional and imported
+only when a DataFrame or a chart is asked for. No repr ever holds a token: the
+objects keep ids and data, and at most a log-fetching callable that is kept out
+of every repr.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+TERMINAL_STATES = ("completed", "failed", "cancelled")
+
+# Blankly's platform format names metrics by short keys, each holding
+# {"value", "display_name", "type"}; users know the display names (they are
+# what `strategy.backtest()` prints), so results are keyed by those.
+
+
+def normalize_metrics(raw: Any) -> dict[str, Any]:
+    """{"cagr": {"display_name": "Compound Annual Growth Rate (%)", "value": 1.2}}
+    -> {"Compound Annual Growth Rate (%)": 1.2}; a flat {name: value} is kept."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and "value" in value:
+            out[str(value.get("display_name") or key)] = value["value"]
+        else:
+            out[str(key)] = value
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A metric or amount as a short human string."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if math.isnan(number) or math.isinf(number):
+            return "n/a" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+        if abs(number) >= 1000:
+            return f"{number:,.0f}" if number == int(number) else f"{number:,.2f}"
+        if number == int(number):
+            return str(int(number))
+        return f"{number:.4g}"
+    return str(value)
+
+
+def format_time(value: Any) -> str:
+    """Epoch seconds (or milliseconds) -> 'YYYY-MM-DD HH:MM' UTC; text is kept."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if seconds > 1e11:  # milliseconds
+            seconds /= 1000.0
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+        except (OverflowError, OSError, ValueError):
+            return str(value)
+    return str(value)
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join((text or "").rstrip().splitlines()[-lines:])
+
+
+def _epoch(value: Any) -> Optional[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        return seconds / 1000.0 if seconds > 1e11 else seconds
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def account_values_frame(points: Sequence[dict]) -> Any:
+    """[{"time", "value"}] -> a pandas DataFrame (time as UTC datetimes) when
+    pandas is importable, else the list itself."""
+    try:
+        import pandas as pd
+    except ImportError:
+        return list(points)
+    frame = pd.DataFrame(list(points), columns=["time", "value"])
+    if len(frame) and all(_epoch(t) is not None for t in frame["time"]):
+        frame["time"] = pd.to_datetime([_epoch(t) for t in frame["time"]], unit="s", utc=True)
+    return frame
+
+
+def _points(account_values: Any) -> list[tuple[float, float]]:
+    """(epoch seconds, value) pairs from a list of dicts or a DataFrame."""
+    if account_values is None:
+        return []
+    if hasattr(account_values, "to_dict") and hasattr(account_values, "columns"):
+        times = list(account_values["time"])
+        values = list(account_values["value"])
+        rows = []
+        for t, v in zip(times, values):
+            stamp = t.timestamp() if hasattr(t, "timestamp") else _epoch(t)
+            rows.append((stamp, v))
+    else:
+        rows = [(_epoch(p.get("time")), p.get("value")) for p in account_values if isinstance(p, dict)]
+    return [(float(t), float(v)) for t, v in rows if t is not None and isinstance(v, (int, float))]
+
+
+def equity_figure(account_values: Any, *, title: str = "Account value", quote: Optional[str] = None) -> Any:
+    """A matplotlib Figure of the equity curve. Built on matplotlib.figure.Figure
+    with the Agg canvas, so it never touches pyplot or a GUI backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = _points(account_values)
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if points:
+        when = [datetime.fromtimestamp(t, tz=timezone.utc) for t, _ in points]
+        ax.plot(when, [v for _, v in points], linewidth=1.4, color="#1f6feb")
+        fig.autofmt_xdate()
+    ax.set_title(title)
+    ax.set_ylabel(f"value ({quote})" if quote else "value")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _kv_table_html(rows: Sequence[tuple[str, Any]], caption: str = "") -> str:
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:right'>{_esc(format_value(v))}</td></tr>"
+        for k, v in rows
+    )
+    cap = f"<caption style='text-align:left'>{_esc(caption)}</caption>" if caption else ""
+    return f"<table class='blankly-metrics'>{cap}{cells}</table>"
+
+
+def _kv_text(rows: Sequence[tuple[str, Any]]) -> str:
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"  {k.ljust(width)}  {format_value(v)}" for k, v in rows)
+
+
+class Shown:
+    """Shows itself in IPython: ``to_html()`` in notebooks, ``to_text()`` in terminals.
+
+    IPython's pretty printer takes a class's own ``__repr__`` before an inherited
+    ``_repr_pretty_``, so subclasses that define ``__repr__`` restate
+    ``_repr_pretty_ = Shown._repr_pretty_``."""
+
+    def to_text(self) -> str:
+        raise NotImplementedError
+
+    def to_html(self) -> str:
+        raise NotImplementedError
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.to_text())
+
+
+def _log_tail_html(text: str) -> str:
+    return f"<details open><summary>Log tail</summary><pre>{_esc(_tail(text))}</pre></details>"
+
+
+@dataclass(repr=False)
+class BacktestResult(Shown):
+    """One backtest as the server reports it; `.metrics` is keyed by Blankly's
+    metric names, `.account_values` is a DataFrame (time, value) when pandas is
+    importable, else a list of {"time", "value"} dicts."""
+
+    backtest_id: str
+    status: str
+    model_id: Optional[str] = None
+    version_id: Optional[str] = None
+    project_id: Optional[str] = None
+    description: str = ""
+    args: dict = field(default_factory=dict)
+    error: Optional[str] = None
+    exit_code: Optional[int] = None
+    created_at: Any = None
+    started_at: Any = None
+    ended_at: Any = None
+    metrics: dict = field(default_factory=dict)
+    account_values: Any = field(default_factory=list)
+    trades: list = field(default_factory=list)
+    initial_account_value: Optional[float] = None
+    final_account_value: Optional[float] = None
+    start_time: Any = None
+    stop_time: Any = None
+    symbols: list = field(default_factory=list)
+    quote_asset: Optional[str] = None
+    exchange: Optional[str] = None
+    log_tail: str = ""
+    show_chart: bool = field(default=True, compare=False)
+    _fetch_logs: Optional[Callable[[], str]] = field(default=None, compare=False)
+    _png: Optional[bytes] = field(default=None, compare=False)
+
+    @classmethod
+    def from_api(
+        cls, payload: dict, *, log_tail: str = "", fetch_logs: Optional[Callable[[], str]] = None
+    ) -> "BacktestResult":
+        """From /backtest/status or /backtest/result (whose "result" may be null)."""
+        result = payload.get("result") or {}
+        return cls(
+            backtest_id=str(payload.get("backtestId") or payload.get("id") or ""),
+            status=str(payload.get("status") or "unknown"),
+            model_id=payload.get("modelId"),
+            version_id=payload.get("versionId"),
+            project_id=payload.get("projectId"),
+            description=payload.get("description") or "",
+            args=payload.get("args") or {},
+            error=payload.get("error"),
+            exit_code=payload.get("exitCode"),
+            created_at=payload.get("createdAt"),
+            started_at=payload.get("startedAt"),
+            ended_at=payload.get("endedAt"),
+            metrics=normalize_metrics(result.get("metrics")),
+            account_values=account_values_frame(result.get("accountValues") or []),
+            trades=list(result.get("trades") or []),
+            initial_account_value=result.get("initialAccountValue"),
+            final_account_value=result.get("finalAccountValue"),
+            start_time=result.get("startTime"),
+            stop_time=result.get("stopTime"),
+            symbols=list(result.get("symbols") or []),
+            quote_asset=result.get("quoteAsset"),
+            exchange=result.get("exchange"),
+            log_tail=log_tail or "",
+            _fetch_logs=fetch_logs,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def trade_count(self) -> int:
+        return len(self.trades)
+
+    def logs(self) -> str:
+        """The backtest's whole log, fetched from the server."""
+        if self._fetch_logs is None:
+            return self.log_tail
+        return self._fetch_logs()
+
+    def figure(self) -> Any:
+        """The equity curve as a matplotlib Figure (Agg canvas)."""
+        return equity_figure(
+            self.account_values, title=f"Backtest {self.backtest_id}: account value", quote=self.quote_asset
+        )
+
+    def chart_png(self) -> Optional[bytes]:
+        """The equity chart as PNG bytes (cached), or None without data or matplotlib."""
+        if self._png is None and len(_points(self.account_values)) >= 2:
+            try:
+                self._png = figure_png(self.figure())
+            except ImportError:
+                return None
+        return self._png
+
+    def headline(self) -> str:
+        text = f"Backtest {self.backtest_id} {self.status}"
+        if self.ok and self.final_account_value is not None:
+            start = format_value(self.initial_account_value)
+            text += f": account value {start} -> {format_value(self.final_account_value)}"
+            if self.quote_asset:
+                text += f" {self.quote_asset}"
+        elif self.error:
+            text += f": {self.error}"
+        return text
+
+    def hints(self) -> list[str]:
+        out = [f"%blankly result {self.backtest_id}"]
+        if self.done:
+            out.append("r = _  then r.metrics, r.account_values, r.trades, r.logs(), r.figure()")
+        else:
+            out.append(f"%blankly logs --backtest {self.backtest_id} --follow")
+        return out
+
+    def _period(self) -> str:
+        if self.start_time is None and self.stop_time is None:
+            return ""
+        return f"{format_time(self.start_time)} to {format_time(self.stop_time)}"
+
+    def to_text(self) -> str:
+        lines = [self.headline()]
+        if self.metrics:
+            lines.append("Metrics:")
+            lines.append(_kv_text(list(self.metrics.items())))
+        if self.done and self.ok:
+            period = self._period()
+            lines.append(f"Trades: {self.trade_count}" + (f"   Period: {period}" if period else ""))
+        if self.status == "failed" and self.log_tail:
+            lines.append("Log tail:")
+            lines.append(_tail(self.log_tail))
+        lines.append("More: " + "   ".join(self.hints()))
+        return "\n".join(lines)
+
+    def to_html(self, chart: Optional[bool] = None) -> str:
+        chart = self.show_chart if chart is None else chart
+        colour = {"completed": "#1a7f37", "failed": "#cf222e", "cancelled": "#9a6700"}.get(self.status, "#57606a")
+        parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{_esc(self.headline())}</b></p>"]
+        if self.metrics:
+            parts.append(_kv_table_html(list(self.metrics.items()), caption="Metrics"))
+        if self.done and self.ok:
+            period = self._period()
+            parts.append(
+                f"<p>Trades: <b>{self.trade_count}</b>" + (f" &middot; Period: {_esc(period)}" if period else "") + "</p>"
+            )
+        if chart and self.ok:
+            png = self.chart_png()
+            if png:
+                data = base64.b64encode(png).decode("ascii")
+                parts.append(f"<img alt='equity curve' src='data:image/png;base64,{data}'/>")
+        if self.status == "failed" and self.log_tail:
+            parts.append(_log_tail_html(self.log_tail))
+        parts.append("<p style='color:#57606a'>More: " + " &middot; ".join(f"<code>{_esc(h)}</code>" for h in self.hints()) + "</p></div>")
+        return "".join(parts)
+
+    _repr_pretty_ = Shown._repr_pretty_
+
+    def __repr__(self) -> str:
+        return (
+            f"BacktestResult(backtest_id={self.backtest_id!r}, status={self.status!r}, model_id={self.model_id!r}, "
+            f"version_id={self.version_id!r}, metrics={len(self.metrics)}, trades={self.trade_count})"
+        )
+
+
+@dataclass(repr=False)
+class DeployResult(Shown):
+    """A live deployment: which model and version, and its state on the server."""
+
+    model_id: str
+    version_id: Optional[str] = None
+    project_id: Optional[str] = None
+    name: Optional[str] = None
+    status: str = "unknown"
+    since: Any = None
+    restarts: int = 0
+    exit_code: Optional[int] = None
+    error: Optional[str] = None
+    log_tail: str = ""
+    _fetch_logs: Optional[Callable[[], str]] = field(default=None, compare=False)
+
+    @classmethod
+    def from_api(
+        cls,
+        deploy: dict,
+        deployment: Optional[dict] = None,
+        *,
+        name: Optional[str] = None,
+        fetch_logs: Optional[Callable[[], str]] = None,
+    ) -> "DeployResult":
+        """From a /model/deploy answer and/or a /model/deployment answer."""
+        state = deployment or {}
+        return cls(
+            model_id=str(deploy.get("modelId") or state.get("modelId") or ""),
+            version_id=deploy.get("versionId") or state.get("versionId"),
+            project_id=deploy.get("projectId") or state.get("projectId"),
+            name=name or deploy.get("name") or state.get("name"),
+            status=str(state.get("state") or deploy.get("state") or deploy.get("status") or "unknown"),
+            since=state.get("since"),
+            restarts=int(state.get("restarts") or 0),
+            exit_code=state.get("exitCode"),
+            error=state.get("error"),
+            log_tail=state.get("logTail") or "",
+            _fetch_logs=fetch_logs,
+        )
+
+    def logs(self) -> str:
+        if self._fetch_logs is None:
+            return self.log_tail
+        return self._fetch_logs()
+
+    def rows(self) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [("model", self.model_id)]
+        if self.name:
+            rows.append(("name", self.name))
+        rows += [("version", self.version_id or "n/a"), ("status", self.status)]
+        if self.since is not None:
+            rows.append(("since", format_time(self.since)))
+        if self.restarts:
+            rows.append(("restarts", self.restarts))
+        if self.exit_code is not None:
+            rows.append(("exit code", self.exit_code))
+        if self.error:
+            rows.append(("error", self.error))
+        return rows
+
+    def hints(self) -> list[str]:
+        return [f"%blankly logs --model {self.model_id} --follow", f"%blankly stop --model {self.model_id}"]
+
+    def to_text(self) -> str:
+        lines = [f"Model {self.model_id} version {self.version_id or 'n/a'}: {self.status}", _kv_text(self.rows())]
+        if self.status == "crashed" and self.log_tail:
+            lines += ["Log tail:", _tail(self.log_tail)]
+        lines.append("Watch: " + self.hints()[0] + "   Stop: " + self.hints()[1])
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        parts = [
+            f"<div class='blankly-deploy'><p><b>Model {_esc(self.model_id)}</b> version "
+            f"<code>{_esc(self.version_id or 'n/a')}</code>: <b>{_esc(self.status)}</b></p>",
+            "<table>"
+            + "".join(
+                f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:left'>{_esc(v)}</td></tr>"
+                for k, v in self.rows()
+            )
+            + "</table>",
+        ]
+        if self.status == "crashed" and self.log_tail:
+            parts.append(_log_tail_html(self.log_tail))
+        parts.append(
+            f"<p style='color:#57606a'>Watch: <code>{_esc(self.hints()[0])}</code> &middot; "
+            f"Stop: <code>{_esc(self.hints()[1])}</code></p></div>"
+        )
+        return "".join(parts)
+
+    _repr_pretty_ = Shown._repr_pretty_
+
+    def __repr__(self) -> str:
+        return f"DeployResult(model_id={self.model_id!r}, version_id={self.version_id!r}, status={self.status!r})"
+
+
+@dataclass(repr=False)
+class Listing(Shown):
+    """Rows from the server (projects, models, versions...) shown as a table;
+    `.rows` keeps the raw dicts."""
+
+    title: str
+    columns: list  # [(key, header)]
+    rows: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+    def _cell(self, row: dict, key: str) -> str:
+        value = row.get(key)
+        if key.endswith("At") or key in ("since",):
+            return format_time(value)
+        if isinstance(value, (dict, list)):
+            import json
+
+            return json.dumps(value, sort_keys=True)
+        return "" if value is None else format_value(value) if isinstance(value, float) else str(value)
+
+    def to_text(self) -> str:
+        if not self.rows:
+            return f"{self.title}: none"
+        headers = [h for _, h in self.columns]
+        table = [[self._cell(r, k) for k, _ in self.columns] for r in self.rows]
+        widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+        lines = [f"{self.title} ({len(self.rows)})", "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        if not self.rows:
+            return f"<p>{_esc(self.title)}: none</p>"
+        head = "".join(f"<th style='text-align:left'>{_esc(h)}</th>" for _, h in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{_esc(self._cell(r, k))}</td>" for k, _ in self.columns) + "</tr>"
+            for r in self.rows
+        )
+        return f"<table><caption style='text-align:left'>{_esc(self.title)} ({len(self.rows)})</caption><tr>{head}</tr>{body}</table>"
+
+    _repr_pretty_ = Shown._repr_pretty_
+
+    def __repr__(self) -> str:
+        return f"Listing({self.title!r}, rows={len(self.rows)})"

@@ -1,0 +1,311 @@
+"""Submit backtests and deployments, wait for them, and turn answers into result objects.
+
+The plain-Python layer the magics and the panel share: no IPython, no widgets.
+Everything takes a signed-in ``session`` (``session.client`` is a
+DeploymentClient, ``session.url`` its server) and a built ``Bundle``.
+It also remembers, in a small side file next to the notebook, which model a
+notebook deployed last on which server, so the next deploy adds a version to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from .results import TERMINAL_STATES, BacktestResult, DeployResult
+
+SIDE_FILE = ".blankly_magics.json"
+PLAN_KINDS = {"backtest": "backtesting", "backtesting": "backtesting", "live": "live"}
+LOG_TAIL_BYTES = 8192
+
+Progress = Callable[[int, int], None]
+
+
+class RunError(ValueError):
+    """An expected problem with what was asked (an unknown plan, model or project), as one line."""
+
+
+# ---------------------------------------------------------------- plans, projects, models
+
+
+def plan_names(client: Any, kind: str = "backtesting") -> list[str]:
+    plans = client.plans(PLAN_KINDS.get(kind, kind))
+    return list(plans) if isinstance(plans, dict) else []
+
+
+def choose_plan(client: Any, kind: str, plan: Optional[str] = None) -> str:
+    """``plan`` checked against the server's plans of this kind; None -> the server's first plan."""
+    names = plan_names(client, kind)
+    if not names:
+        raise RunError(f"the server at {client.url} offers no {PLAN_KINDS.get(kind, kind)} plans")
+    if plan is None:
+        return names[0]
+    if plan not in names:
+        raise RunError(f"unknown {PLAN_KINDS.get(kind, kind)} plan {plan!r}; the server offers: {', '.join(names)}")
+    return plan
+
+
+def _id(record: dict, *keys: str) -> str:
+    for key in keys:
+        if record.get(key):
+            return str(record[key])
+    return ""
+
+
+def _pick(records: list, ref: str, kind: str, id_key: str, where: str) -> dict:
+    """The record whose id is ``ref``, else the one named ``ref`` exactly, then
+    case-insensitively; a RunError listing what there is otherwise."""
+    for record in records:
+        if ref in (_id(record, id_key), _id(record, "id")):
+            return record
+    for same in (lambda n: n == ref, lambda n: n.lower() == ref.lower()):
+        named = [r for r in records if same(str(r.get("name") or ""))]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            ids = ", ".join(_id(r, id_key, "id") for r in named)
+            raise RunError(f"several {kind}s are named {ref!r} ({ids}); pass --{kind} with an id")
+    known = ", ".join(f"{r.get('name')} ({_id(r, id_key, 'id')})" for r in records[:20]) or "none"
+    raise RunError(f"no {kind} {ref!r}{where} {known}")
+
+
+def resolve_project(client: Any, ref: str) -> dict:
+    """A project by id, else by exact name (then case-insensitive)."""
+    projects = [p for p in client.projects() if isinstance(p, dict)]
+    return _pick(projects, ref, "project", "projectId", "; your projects:")
+
+
+def resolve_model(client: Any, ref: str, project_id: Optional[str] = None) -> dict:
+    """A model by id, else by exact name (then case-insensitive), in ``project_id``
+    or, when None, in every project of the user."""
+    if project_id:
+        project_ids = [project_id]
+    else:
+        project_ids = [_id(p, "projectId", "id") for p in client.projects() if isinstance(p, dict)]
+    models = [m for pid in project_ids for m in client.models(pid) if isinstance(m, dict)]
+    where = f" in project {project_id}" if project_id else " in your projects"
+    return _pick(models, ref, "model", "modelId", f"{where}; models:")
+
+
+def model_id_of(model: dict) -> str:
+    return _id(model, "modelId", "id")
+
+
+# ---------------------------------------------------------------- the remembered model
+
+
+def _side_file(notebook: Optional[Path]) -> Path:
+    folder = Path(notebook).parent if notebook else Path.cwd()
+    return folder / SIDE_FILE
+
+
+def _side_key(notebook: Optional[Path], url: str) -> str:
+    return f"{url}|{Path(notebook).name if notebook else '(kernel history)'}"
+
+
+def _read_side(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remembered_model(notebook: Optional[Path], url: str) -> Optional[dict]:
+    """{"modelId", "projectId", "name"} this notebook last deployed to ``url``, or None."""
+    entry = (_read_side(_side_file(notebook)).get("models") or {}).get(_side_key(notebook, url))
+    return entry if isinstance(entry, dict) and entry.get("modelId") else None
+
+
+def remember_model(
+    notebook: Optional[Path], url: str, model_id: str, project_id: Optional[str] = None, name: Optional[str] = None
+) -> Path:
+    """Record the model in the side file (write to a temp file, then os.replace)."""
+    path = _side_file(notebook)
+    data = _read_side(path)
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    models[_side_key(notebook, url)] = {
+        "modelId": model_id,
+        "projectId": project_id,
+        "name": name,
+        "updatedAt": time.time(),
+    }
+    data["models"] = models
+    fd, tmp = tempfile.mkstemp(prefix=".blankly_magics.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- uploads
+
+
+@contextmanager
+def zip_on_disk(bundle: Any) -> Iterator[Path]:
+    """The bundle written to a temp zip, removed afterwards: uploads stream from
+    disk, so the zip is never held in memory twice."""
+    fd, name = tempfile.mkstemp(prefix="blankly_model_", suffix=".zip")
+    os.close(fd)
+    path = Path(name)
+    try:
+        bundle.write_zip(path)
+        yield path
+    finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _upload_fields(client: Any, bundle: Any, kind: str, plan: Optional[str], python_version: Optional[str],
+                   **target: Any) -> dict:
+    """What both uploads send: the checked plan, the Python version, the model type, and the target."""
+    manifest = getattr(bundle, "manifest", None) or {}
+    return dict(
+        plan=choose_plan(client, kind, plan),
+        python_version=python_version or getattr(bundle, "python_version", None),
+        model_type=manifest.get("type") or "strategy",
+        **target,
+    )
+
+
+def submit_backtest(
+    session: Any,
+    bundle: Any,
+    *,
+    plan: Optional[str] = None,
+    name: Optional[str] = None,
+    model_id: Optional[str] = None,
+    project_id: Optional[str] = None,
+    description: str = "",
+    backtest_args: Optional[dict] = None,
+    python_version: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> dict:
+    """Upload the bundle as a new version and queue a backtest: the server's answer
+    ({"modelId", "versionId", "backtestId", ...}). ``backtest_args`` None -> blankly.json's."""
+    client = session.client
+    if backtest_args is None:
+        backtest_args = dict((getattr(bundle, "manifest", None) or {}).get("backtest_args") or {})
+    fields = _upload_fields(client, bundle, "backtesting", plan, python_version, name=name, model_id=model_id,
+                            project_id=project_id, description=description, progress=progress)
+    with zip_on_disk(bundle) as path:
+        return client.backtest(path, backtest_args=backtest_args, **fields)
+
+
+def submit_deploy(
+    session: Any,
+    bundle: Any,
+    *,
+    plan: Optional[str] = None,
+    name: Optional[str] = None,
+    model_id: Optional[str] = None,
+    project_id: Optional[str] = None,
+    description: str = "",
+    version_description: str = "",
+    python_version: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> DeployResult:
+    """Upload the bundle as a new version and run it live."""
+    client = session.client
+    manifest = getattr(bundle, "manifest", None) or {}
+    schedule = (manifest.get("screener") or {}).get("schedule") if manifest.get("type") == "screener" else None
+    fields = _upload_fields(client, bundle, "live", plan, python_version, name=name, model_id=model_id,
+                            project_id=project_id, description=description, progress=progress)
+    with zip_on_disk(bundle) as path:
+        answer = client.deploy(path, version_description=version_description, schedule=schedule, **fields)
+    deployed = str(answer.get("modelId") or model_id or "")
+    return deployment_result(session, deployed, answer=answer, name=name)
+
+
+def deployment_result(
+    session: Any, model_id: str, *, answer: Optional[dict] = None, name: Optional[str] = None
+) -> DeployResult:
+    """The live state of a model (after a deploy, ``answer`` carries its version)."""
+    client = session.client
+    state = client.deployment(model_id)
+    return DeployResult.from_api(
+        answer or {"modelId": model_id}, state, name=name, fetch_logs=lambda: all_model_logs(client, model_id)
+    )
+
+
+# ---------------------------------------------------------------- logs
+
+
+def read_log_pages(fetch: Callable[[int], dict]) -> str:
+    """A whole log from a paged route: ``fetch(offset)`` -> {"text", "offset", "size"}."""
+    parts, offset = [], 0
+    for _ in range(10_000):  # a bound, not a loop forever against a confused server
+        page = fetch(offset)
+        text = page.get("text") or ""
+        parts.append(text)
+        nxt = int(page.get("offset") or 0)
+        if not text or nxt <= offset or nxt >= int(page.get("size") or 0):
+            break
+        offset = nxt
+    return "".join(parts)
+
+
+def all_backtest_logs(client: Any, backtest_id: str) -> str:
+    return read_log_pages(lambda offset: client.backtest_logs(backtest_id, offset=offset))
+
+
+def all_model_logs(client: Any, model_id: str) -> str:
+    return read_log_pages(lambda offset: client.model_logs(model_id, offset=offset))
+
+
+def _log_tail(client: Any, backtest_id: str) -> str:
+    first = client.backtest_logs(backtest_id, offset=0)
+    size = int(first.get("size") or 0)
+    if size > LOG_TAIL_BYTES and int(first.get("offset") or 0) < size:
+        return (client.backtest_logs(backtest_id, offset=size - LOG_TAIL_BYTES).get("text") or "")
+    return first.get("text") or ""
+
+
+# ---------------------------------------------------------------- backtest results
+
+
+def fetch_backtest(session: Any, backtest_id: str) -> BacktestResult:
+    """A backtest's status and, once it completed, its metrics, account values and trades."""
+    client = session.client
+    payload = client.backtest_result(backtest_id)
+    tail = _log_tail(client, backtest_id) if payload.get("status") == "failed" else ""
+    return BacktestResult.from_api(
+        payload, log_tail=tail, fetch_logs=lambda: all_backtest_logs(client, backtest_id)
+    )
+
+
+def wait_for_backtest(
+    session: Any,
+    backtest_id: str,
+    *,
+    on_status: Optional[Callable[[dict], None]] = None,
+    poll: float = 0.5,
+    timeout: Optional[float] = None,
+) -> BacktestResult:
+    """Poll until the backtest completes, fails or is cancelled, calling
+    ``on_status(status)`` after each poll; then fetch the full result. Past
+    ``timeout`` seconds it returns the not-yet-finished result (``.done`` False)."""
+    client = session.client
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = max(0.05, float(poll))
+    while True:
+        status = client.backtest_status(backtest_id)
+        if on_status is not None:
+            on_status(status)
+        if status.get("status") in TERMINAL_STATES:
+            return fetch_backtest(session, backtest_id)
+        if deadline is not None and time.monotonic() >= deadline:
+            return BacktestResult.from_api(status, fetch_logs=lambda: all_backtest_logs(client, backtest_id))
+        time.sleep(delay)
+        delay = min(delay * 1.25, max(2.0, float(poll)))  # long backtests need not be polled twice a second

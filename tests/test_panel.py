@@ -1,0 +1,455 @@
+"""The panel without a browser: real widgets, a real notebook, the real local server.
+
+Buttons are clicked with ``.click()``; the panel's background work runs on an
+executor that runs it at once, so each click has finished when it returns.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import ipywidgets as W
+import pytest
+
+from blankly_magics import session
+from blankly_magics.embedded import stop_local_server
+from blankly_magics.panel import NEW_MODEL, PANEL_TOKEN_ENV, BlanklyPanel, PanelError, backtest_args, parse_balances, plan_label
+
+from .fixtures_notebooks import RSI_BACKTEST_ARGS, rsi_cells, write_notebook
+from .fixtures_server import wait_for
+
+
+class InlineExecutor(Executor):
+    """Runs each job as it is submitted: a click returns when its work is done."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        self.jobs += 1
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the future, as an executor does
+            future.set_exception(exc)
+        return future
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the Blankly CLI's auth.json lives here
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("BLANKLY_MAGICS_HOME", str(tmp_path / "bm"))
+    for name in ("BLANKLY_REFRESH_TOKEN", "BLANKLY_DEPLOY_URL", "BLANKLY_NOTEBOOK_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    session.sign_out(revoke=False)
+    stop_local_server(tmp_path / "bm")
+
+
+@pytest.fixture
+def make_panel(rsi_notebook: Path) -> Iterator[Callable[..., BlanklyPanel]]:
+    made: list[BlanklyPanel] = []
+
+    def make(notebook: Path = rsi_notebook, **kwargs: Any) -> BlanklyPanel:
+        kwargs.setdefault("executor", InlineExecutor())
+        made.append(BlanklyPanel(notebook=notebook, **kwargs))
+        return made[-1]
+
+    yield make
+    for panel in made:
+        panel.close()
+
+
+def sign_in_with_form(panel: BlanklyPanel, server: Any, user: str = "alice") -> str:
+    token = server.refresh_token(user)
+    panel.local_checkbox.value = False
+    panel.url_input.value = server.url
+    panel.token_input.value = token
+    panel.sign_in_button.click()
+    return token
+
+
+def widgets_of(panel: BlanklyPanel) -> list[W.Widget]:
+    """Every widget the panel holds, shown or hidden."""
+    found: dict[int, W.Widget] = {}
+    stack = [value for value in vars(panel).values() if isinstance(value, W.Widget)]
+    stack += [box for box in panel._cell_boxes]
+    while stack:
+        widget = stack.pop()
+        if id(widget) in found:
+            continue
+        found[id(widget)] = widget
+        stack.extend(getattr(widget, "children", ()))
+    return list(found.values())
+
+
+def everything_shown(panel: BlanklyPanel) -> str:
+    """The state of every widget (values, labels, options, outputs) as one text."""
+    parts = []
+    for widget in widgets_of(panel):
+        state = widget.get_state()
+        parts.append(json.dumps({k: v for k, v in state.items() if not isinstance(v, (bytes, memoryview))},
+                                default=str))
+    return "\n".join(parts)
+
+
+def results_html(panel: BlanklyPanel) -> str:
+    return "\n".join(str(out.get("data", {}).get("text/html", "")) + str(out.get("text", ""))
+                     for out in panel.results.outputs)
+
+
+def buttons_enabled(panel: BlanklyPanel) -> bool:
+    return not any(button.disabled for button in panel._action_buttons)
+
+
+def assert_clean(panel: BlanklyPanel, *secrets: str) -> None:
+    shown = everything_shown(panel)
+    for secret in secrets:
+        assert secret not in shown
+
+
+# ---------------------------------------------------------------- helpers as users meet them
+
+
+def test_plan_labels_show_cpu_and_ram() -> None:
+    assert plan_label("small", {"cpu": 1000, "ram": 2048}) == "small \u2013 1 CPU, 2 GB RAM"
+    assert plan_label("nano", {"cpu": 250, "ram": 512}) == "nano \u2013 0.25 CPU, 512 MB RAM"
+    assert plan_label("odd", {}) == "odd"
+
+
+def test_backtest_fields_become_backtest_kwargs() -> None:
+    assert backtest_args("2010-06-01", "2013-03-01", "", "USD=10000") == RSI_BACKTEST_ARGS
+    assert backtest_args("", "", "1y", "usd=10000, BTC=0.5") == {
+        "to": "1y", "initial_values": {"USD": 10000, "BTC": 0.5}}
+    assert backtest_args("", "", "", "") == {}
+    with pytest.raises(PanelError, match="not both"):
+        backtest_args("2010-06-01", "2013-03-01", "1y", "")
+    with pytest.raises(PanelError, match="both start and end"):
+        backtest_args("2010-06-01", "", "", "")
+    with pytest.raises(PanelError, match="'USD10000' is not ASSET=AMOUNT"):
+        parse_balances("USD10000")
+
+
+# ---------------------------------------------------------------- offline: cells and preview
+
+
+def test_cells_are_ticked_by_the_export_rules_and_preview_builds_without_signing_in(make_panel) -> None:
+    panel = make_panel()
+    ticks = {box.cell_index: box.value for box in panel._cell_boxes}
+    assert ticks == {1: True, 2: False, 3: True, 4: True}  # the #| blankly cells; markdown not offered
+    assert panel._cell_boxes[1].description.startswith("cell 2: import pandas as pd")
+    assert "strategy.start()" in panel.entry_input.value  # the Strategy the cells bind
+    assert panel.files_select.options == ("GOOG-USD-1d.csv",)
+    assert "Not signed in" in panel.status_text and panel.sign_in_form.layout.display != "none"
+
+    panel.preview_button.click()
+
+    assert panel.status_text.startswith("\u2714 Preview: 6 files")
+    summary = results_html(panel)
+    assert "3 cell(s) taken" in summary and "GOOG-USD-1d.csv" in summary and "bot.py" in summary
+    assert "cell 2 " not in summary  # the unticked exploration cell stays out
+    assert buttons_enabled(panel)
+
+
+def test_extra_files_picked_in_include_go_into_the_model(make_panel, rsi_notebook) -> None:
+    folder = rsi_notebook.parent
+    (folder / "params").mkdir()
+    (folder / "params" / "thresholds.json").write_text('{"low": 30, "high": 70}')
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    panel = make_panel()
+    assert panel.files_select.options == ("GOOG-USD-1d.csv", "params/thresholds.json")  # nothing hidden
+
+    panel.files_select.value = ("params/thresholds.json",)
+    panel.preview_button.click()
+
+    assert "params/thresholds.json" in results_html(panel), panel.status_text
+
+
+def test_an_undefined_name_in_a_ticked_cell_is_one_line_naming_the_cell(make_panel, tmp_path) -> None:
+    notebook = write_notebook(tmp_path / "broken.ipynb",
+                              rsi_cells() + ["#| blankly\nthreshold = tuned_threshold(30)\n"])
+    panel = make_panel(notebook)
+
+    panel.preview_button.click()
+
+    line = panel.status_text
+    assert line.startswith("\u2716 Cannot build the model:") and "\n" not in line
+    assert "cell 5" in line and "tuned_threshold" in line
+    assert isinstance(panel.last_error, Exception) and buttons_enabled(panel)
+    assert panel.results.outputs == ()
+
+
+def test_unticking_the_imports_cell_is_caught_before_upload(make_panel) -> None:
+    panel = make_panel()
+    panel._cell_boxes[0].value = False  # cell 1: import blankly
+
+    panel.preview_button.click()
+
+    assert "Cannot build the model" in panel.status_text and "blankly" in panel.status_text
+
+
+# ---------------------------------------------------------------- against the real server
+
+
+def test_backtest_by_clicking_against_the_local_server(make_panel, local_server) -> None:
+    panel = make_panel()
+    token = sign_in_with_form(panel, local_server)
+
+    assert panel.token_input.value == ""  # used, then dropped from the widget
+    assert local_server.url in panel.who.value and panel.sign_in_form.layout.display == "none"
+    assert panel.status_text == "\u2714 Ready."
+    user_id = local_server.user_id("alice")
+    assert panel.project_dd.value == user_id  # the personal project
+    plans = local_server.request("POST", "/project/plans", data={"type": "backtesting"}).json()
+    assert [value for _, value in panel.plan_dd.options] == list(plans)
+    assert all("CPU" in label and "RAM" in label for label, _ in panel.plan_dd.options)
+    assert panel.plan_dd.value == next(iter(plans))
+    assert panel.model_dd.value == NEW_MODEL and panel.model_name.layout.display != "none"
+
+    panel.start_input.value, panel.end_input.value = "2010-06-01", "2013-03-01"
+    panel.initial_input.value = "USD=10000"
+    panel.description.value = "first try from the panel"
+    panel.backtest_button.click()
+
+    assert "completed" in panel.status_text, panel.status_text
+    assert panel.progress.value == 100 and buttons_enabled(panel)
+    shown = results_html(panel)
+    assert "Sharpe Ratio" in shown and "Max Drawdown (%)" in shown
+    assert "<img alt='equity curve'" in shown
+
+    # What the server received: one version of a new model named after the notebook,
+    # and a backtest with the typed arguments.
+    model_id = panel.model_dd.value
+    assert model_id != NEW_MODEL  # the panel picked the new model
+    models = local_server.request("POST", "/model/list", data={"projectId": user_id}).json()
+    assert [(m["name"], m["modelId"]) for m in models] == [("rsi", model_id)]
+    versions = local_server.request("GET", "/model/versions", params={"modelId": model_id}).json()
+    assert len(versions) == 1
+    backtest_id = panel.last_result.backtest_id
+    stored = local_server.request("GET", "/backtest/result", params={"backtestId": backtest_id}).json()
+    assert stored["status"] == "completed" and stored["args"] == RSI_BACKTEST_ARGS
+    assert stored["description"] == "first try from the panel"
+    assert stored["result"]["metrics"]
+
+    # A second click adds a version to the same model.
+    panel.to_input.value = ""
+    panel.backtest_button.click()
+    assert "completed" in panel.status_text, panel.status_text
+    versions = local_server.request("GET", "/model/versions", params={"modelId": model_id}).json()
+    assert len(versions) == 2
+
+    assert_clean(panel, token, local_server.id_token("alice"))
+
+    # A new panel on the same notebook picks the model it used last (the magics' side file).
+    again = make_panel()
+    assert again.model_dd.value == model_id and again.model_name.layout.display == "none"
+
+
+def test_a_typed_token_wins_over_the_environment(make_panel, local_server, monkeypatch) -> None:
+    monkeypatch.setenv("BLANKLY_REFRESH_TOKEN", local_server.refresh_token("bob"))
+    panel = make_panel()
+
+    sign_in_with_form(panel, local_server, user="alice")
+
+    assert session.current().user_id == local_server.user_id("alice")
+    assert PANEL_TOKEN_ENV not in os.environ  # set for the one call only
+
+
+def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_panel, local_server, tmp_path) -> None:
+    notebook = write_notebook(tmp_path / "live" / "ticker.ipynb", [
+        "#| blankly\nimport time\n\nprint('ticker model up', flush=True)\n",
+        "#| blankly\nwhile True:\n    time.sleep(1)\n",
+    ])
+    panel = make_panel(notebook)
+    sign_in_with_form(panel, local_server)
+    user_id = local_server.user_id("alice")
+    backtest_plans = panel.plan_dd.options
+    panel.mode.value = "live"
+    assert panel.deploy_button.layout.display != "none" and panel.backtest_button.layout.display == "none"
+    live_plans = local_server.request("POST", "/project/plans", data={"type": "live"}).json()
+    assert [value for _, value in panel.plan_dd.options] == list(live_plans)
+    assert backtest_plans  # the backtesting plans were shown before
+
+    panel.deploy_button.click()
+    assert panel.deploy_button.description == "Confirm deploy live"
+    assert "Confirm deploy live" in panel.status_text
+    assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []  # nothing yet
+
+    panel.deploy_button.click()
+    assert panel.deploy_button.description == "Deploy live"
+    assert panel.status_text.startswith("\u2714 Deployed model"), panel.status_text
+    model_id = panel.deployed_model_id
+    assert panel.deployment_bar.layout.display != "none" and model_id in results_html(panel)
+    state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
+    assert state["state"] in ("starting", "running")
+
+    def logs_shown() -> bool:
+        panel.logs_button.click()
+        return "ticker model up" in "".join(out.get("text", "") for out in panel.logs.outputs)
+
+    wait_for(logs_shown, "the live model's log in the panel", timeout=120, poll=1.0)
+    panel.stop_button.click()
+    assert "stopped" in panel.status_text, panel.status_text
+    state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
+    assert state["state"] == "stopped"
+    assert buttons_enabled(panel)
+
+
+def test_the_confirmation_expires(make_panel, local_server) -> None:
+    panel = make_panel(confirm_seconds=0.2)
+    sign_in_with_form(panel, local_server)
+    panel.mode.value = "live"
+
+    panel.deploy_button.click()
+    assert panel.deploy_button.description == "Confirm deploy live"
+    wait_for(lambda: panel.deploy_button.description == "Deploy live", "the confirmation to expire", timeout=30)
+
+    panel.deploy_button.click()  # a fresh first click: asks again, deploys nothing
+    assert panel.deploy_button.description == "Confirm deploy live"
+    user_id = local_server.user_id("alice")
+    assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []
+
+
+# ---------------------------------------------------------------- errors stay in the panel
+
+
+def test_not_signed_in_is_one_line_and_nothing_is_raised(make_panel) -> None:
+    panel = make_panel()
+
+    panel.backtest_button.click()
+
+    assert panel.status_text.startswith("\u2716 Not signed in")
+    assert isinstance(panel.last_error, PanelError) and buttons_enabled(panel)
+
+
+def test_a_refused_token_is_one_line_without_the_token(make_panel, local_server) -> None:
+    panel = make_panel()
+    panel.local_checkbox.value = False
+    panel.url_input.value = local_server.url
+    wrong = "not-a-token-" + "x" * 40
+    panel.token_input.value = wrong
+
+    panel.sign_in_button.click()
+
+    assert panel.status_text.startswith("\u2716 ") and "refused" in panel.status_text
+    assert session.current() is None and panel.sign_in_form.layout.display != "none"
+    assert_clean(panel, wrong)
+
+
+def test_a_missing_token_says_where_to_put_it(make_panel, local_server) -> None:
+    panel = make_panel()
+    panel.local_checkbox.value = False
+    panel.url_input.value = local_server.url
+
+    panel.sign_in_button.click()
+
+    assert "Paste your refresh token in the Token field" in panel.status_text
+
+
+def test_server_down_is_one_line_and_the_panel_recovers(make_panel, local_server) -> None:
+    panel = make_panel()
+    token = sign_in_with_form(panel, local_server)
+    local_server.stop()
+
+    panel.backtest_button.click()
+
+    line = panel.status_text
+    assert line.startswith("\u2716 ") and "\n" not in line
+    assert local_server.url.split("//")[1] in line or "connect" in line.lower(), line
+    assert buttons_enabled(panel) and panel.progress.layout.display == "none"
+    assert_clean(panel, token)
+
+
+def test_bad_balances_are_caught_before_anything_is_uploaded(make_panel, local_server) -> None:
+    panel = make_panel()
+    sign_in_with_form(panel, local_server)
+    panel.initial_input.value = "USD10000"
+
+    panel.backtest_button.click()
+
+    assert "Initial balances: 'USD10000' is not ASSET=AMOUNT" in panel.status_text
+    user_id = local_server.user_id("alice")
+    assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []
+
+
+def test_sign_out_shows_the_form_again(make_panel, local_server) -> None:
+    panel = make_panel()
+    sign_in_with_form(panel, local_server)
+
+    panel.sign_out_button.click()
+
+    assert session.current() is None
+    assert panel.sign_in_form.layout.display != "none" and panel.signed_in_box.layout.display == "none"
+    assert "Not signed in" in panel.status_text
+
+
+# ---------------------------------------------------------------- in a real shell, on a real thread
+
+
+@pytest.fixture
+def kernel_shell() -> Iterator[Any]:
+    """A real shell that is also ``get_ipython()``, as a kernel's is: display() goes through it."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from .magics_shell import TestingShell
+
+    InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryAccessor.enabled = False  # no SQLite history file
+    shell = TestingShell.instance(config=config)
+    shell.displayhook.flush = lambda: None  # IPython's gc.collect() there can hang at exit
+    yield shell
+    TestingShell.clear_instance()
+
+
+def test_blankly_panel_magic_shows_it_once_and_works_off_the_main_thread(
+    rsi_notebook, local_server, monkeypatch, kernel_shell
+) -> None:
+    from IPython.utils.capture import capture_output
+
+    shell = kernel_shell
+    monkeypatch.setenv("BLANKLY_REFRESH_TOKEN", local_server.refresh_token("alice"))
+    session.sign_in(local_server.url)
+    plans = list(local_server.request("POST", "/project/plans", data={"type": "backtesting"}).json())
+    shell.run_cell("%load_ext blankly_magics", store_history=True)
+    # The panel follows the magics' settings.
+    shell.run_cell(f"%config BlanklyMagics.notebook = {str(rsi_notebook)!r}", store_history=True)
+    shell.run_cell(f"%config BlanklyMagics.plan_backtest = {plans[-1]!r}", store_history=True)
+    shell.run_cell("%config BlanklyMagics.python = '3.10'", store_history=True)
+
+    with capture_output() as captured:
+        shell.run_cell("%blankly panel", store_history=True)
+
+    panel = shell.user_ns["_"] if isinstance(shell.user_ns.get("_"), BlanklyPanel) else None
+    assert panel is not None
+    try:
+        assert len(captured.outputs) == 1  # the widget, once; no Out[] repr after it
+        assert "application/vnd.jupyter.widget-view+json" in captured.outputs[0].data
+        assert "BlanklyPanel" not in captured.stdout
+        assert panel.notebook == rsi_notebook.resolve()
+        # The pickers fill on the panel's own thread; the shell was free at once.
+        wait_for(lambda: panel.status_text == "\u2714 Ready.", "the panel to load its pickers", timeout=60)
+        assert panel.project_dd.value == local_server.user_id("alice")
+        assert panel.plan_dd.value == plans[-1] and panel.python_dd.value == "3.10"
+        panel.preview_button.click()
+        wait_for(lambda: "Preview" in panel.status_text, "the preview", timeout=60)
+        assert "3 cell(s) taken" in results_html(panel)
+    finally:
+        panel.close()
+
+
+def test_blankly_magics_panel_stays_callable_once_the_module_is_imported(rsi_notebook) -> None:
+    import blankly_magics
+    import blankly_magics.panel  # noqa: F401 - the import that replaces the package's attribute
+
+    panel = blankly_magics.panel(notebook=rsi_notebook, executor=InlineExecutor())
+    try:
+        assert isinstance(panel, BlanklyPanel) and panel.notebook == rsi_notebook.resolve()
+    finally:
+        panel.close()

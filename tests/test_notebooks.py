@@ -76,4 +76,6 @@ def test_deploy_live_notebook_runs_logs_and_stops(server_home: Path) -> None:
         except (psutil.Error, OSError):
             return False
 
-    assert not [p for p in psutil.process_iter() if runs_there(p)]
+    server_pid = json.loads((server_home / "server.json").read_text())["pid"]
+    left = [p for p in psutil.process_iter() if p.pid != server_pid and runs_there(p)]
+    assert not left, [p.cmdline() for p in left]

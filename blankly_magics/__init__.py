@@ -28,6 +28,9 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def panel(**kwargs: Any) -> Any:
     """Show the deployment panel (ipywidgets); the same as ``%blankly panel``."""
+    # Importing the submodule blankly_magics.panel replaces this attribute with the module;
+    # panel.py makes that module callable with the same meaning, so either one answers
+    # blankly_magics.panel(...) (tests/test_panel.py checks each import order in a fresh process).
     from .panel import show_panel
 
     return show_panel(**kwargs)

@@ -93,35 +93,29 @@ def _parse(magic: Any, line: str) -> argparse.Namespace:
     return magic.parser.parse_args(_split(line))
 
 
+def _backtest_options_given(args: argparse.Namespace) -> bool:
+    return args.args is not None or args.initial is not None or (args.to, args.start, args.end) != (None, None, None)
+
+
 def backtest_args_from(args: argparse.Namespace) -> Optional[dict]:
-    """--args JSON plus the shortcuts (--to, --start, --end, --initial); None when none was given."""
-    out: Optional[dict] = None
+    """--args JSON plus the shortcuts (--to, --start, --end, --initial), read by
+    ``runs.backtest_args`` exactly as the panel's fields are; None when none was given."""
+    if not _backtest_options_given(args):
+        return None
+    extra: Optional[dict] = None
     if args.args is not None:
         try:
-            out = json.loads(args.args)
+            extra = json.loads(args.args)
         except ValueError as exc:
             raise UsageError(f"--args is not valid JSON ({exc.msg}): give an object, e.g. --args '{{\"to\": \"1y\"}}'") from None
-        if not isinstance(out, dict):
-            raise UsageError(f"--args must be a JSON object, e.g. --args '{{\"to\": \"1y\"}}', not {type(out).__name__}")
-    shortcuts = {"to": args.to, "start_date": args.start, "end_date": args.end}
-    for key, value in shortcuts.items():
-        if value is not None:
-            out = dict(out or {})
-            out[key] = value
-    if args.initial:
-        values: dict[str, float] = {}
-        for item in args.initial:
-            asset, sep, amount = item.partition("=")
-            try:
-                number = float(amount)
-            except ValueError:
-                number = None
-            if not sep or not asset.strip() or number is None:
-                raise UsageError(f"--initial takes ASSET=AMOUNT, e.g. --initial USD=10000; got {item!r}")
-            values[asset.strip()] = int(number) if number == int(number) else number
-        out = dict(out or {})
-        out["initial_values"] = values
-    return out
+        if not isinstance(extra, dict):
+            raise UsageError(f"--args must be a JSON object, e.g. --args '{{\"to\": \"1y\"}}', not {type(extra).__name__}")
+    from .runs import BacktestArgsError, backtest_args
+
+    try:
+        return backtest_args(start=args.start, end=args.end, to=args.to, initial=args.initial or (), extra=extra)
+    except BacktestArgsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def python_version_from(value: Optional[str]) -> Optional[str]:
@@ -417,9 +411,9 @@ class BlanklyMagics(Magics, Configurable):
     def _deploy(self, args: argparse.Namespace, cell: str) -> Any:
         if not cell.strip():
             raise UsageError("the %%blankly_deploy cell is empty: its body is the entry point, e.g. strategy.start()")
-        backtest_args = backtest_args_from(args)
-        if backtest_args is not None and not args.backtest and not args.dry_run:
+        if _backtest_options_given(args) and not args.backtest and not args.dry_run:
             raise UsageError("--args/--to/--start/--end/--initial are backtest options: add --backtest")
+        backtest_args = backtest_args_from(args)
         python = python_version_from(args.python or self.python)
         session = None if args.dry_run else self._session()  # offline dry runs need no sign-in
         hint = _reachability_hint(session)
@@ -597,7 +591,7 @@ class BlanklyMagics(Magics, Configurable):
 
     # ---- %blankly -----------------------------------------------------------------------
 
-    @no_var_expand
+    # No @no_var_expand here: `%blankly logs --model $model_id` should work as in any magic.
     @line_magic
     def blankly(self, line: str = "") -> Any:
         """%blankly SUBCOMMAND [options]: projects, models, versions, status, logs,

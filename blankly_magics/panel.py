@@ -13,7 +13,6 @@ nothing is raised into the notebook.
 from __future__ import annotations
 
 import ast
-import contextlib
 import html
 import os
 import sys
@@ -21,7 +20,7 @@ import threading
 import types
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import ipywidgets as W
 from IPython.display import HTML, display
@@ -32,8 +31,6 @@ LABEL_WIDTH = "104px"
 NEW_MODEL = "__new__"  # the model dropdown's value for "+ new model"
 MAX_FILES = 200  # files offered for "include"; a folder with more is not a project folder
 SKIP_DIRS = {".git", ".ipynb_checkpoints", "__pycache__", "price_caches", ".idea", ".vscode", "node_modules"}
-PANEL_TOKEN_ENV = "BLANKLY_MAGICS_PANEL_TOKEN"  # set only for the duration of one sign-in
-_ENV_LOCK = threading.Lock()
 ENTRY_TEMPLATE = "if blankly.is_deployed:\n    {name}.start()\n"
 
 
@@ -54,44 +51,6 @@ def plan_label(name: str, spec: dict[str, Any]) -> str:
     if isinstance(ram, (int, float)):
         parts.append(f"{round(ram / 1024, 1):g} GB RAM" if ram >= 1024 else f"{ram:g} MB RAM")
     return f"{name} \u2013 {', '.join(parts)}" if parts else name
-
-
-def parse_balances(text: str) -> dict[str, float]:
-    """'USD=10000, BTC=0.5' -> {'USD': 10000, 'BTC': 0.5}."""
-    balances: dict[str, float] = {}
-    for item in text.replace(";", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        asset, sep, amount = item.partition("=")
-        try:
-            if not sep or not asset.strip():
-                raise ValueError
-            number = float(amount)
-        except ValueError:
-            raise PanelError(
-                f"Initial balances: {item!r} is not ASSET=AMOUNT; write e.g. USD=10000, BTC=0.5"
-            ) from None
-        balances[asset.strip().upper()] = int(number) if number.is_integer() else number
-    return balances
-
-
-def backtest_args(start: str, end: str, to: str, initial: str) -> dict[str, Any]:
-    """The kwargs of Blankly's ``strategy.backtest()`` from the panel's fields."""
-    start, end, to = start.strip(), end.strip(), to.strip()
-    if to and (start or end):
-        raise PanelError("Backtest period: give start and end, or 'to' (like 1y), not both")
-    if bool(start) != bool(end):
-        raise PanelError("Backtest period: give both start and end (YYYY-MM-DD), or 'to' (like 1y)")
-    args: dict[str, Any] = {}
-    if to:
-        args["to"] = to
-    if start:
-        args["start_date"], args["end_date"] = start, end
-    balances = parse_balances(initial)
-    if balances:
-        args["initial_values"] = balances
-    return args
 
 
 def error_line(exc: BaseException) -> str:
@@ -482,11 +441,13 @@ class BlanklyPanel:
 
             self._set_status(f"Signing in to {url}\u2026", "work")
             try:
-                with _token_in_env(token) as token_env:
-                    session.sign_in(url, token_env=token_env, prompt=prompt)
+                # Handed over as an argument: an environment variable would reach every
+                # process started meanwhile (the embedded server, a backtest's Python).
+                session.sign_in(url, token=token.strip() or None, prompt=prompt)
             except Exception as exc:
                 # A server that echoes the token back must not put it on screen.
-                raise PanelError(error_line(exc).replace(token, "***") if token else error_line(exc)) from None
+                secret = token.strip()
+                raise PanelError(error_line(exc).replace(secret, "***") if secret else error_line(exc)) from None
         self._refresh_session(load=False)
         self._load_targets()
 
@@ -660,8 +621,12 @@ class BlanklyPanel:
         }
 
     def _args(self) -> dict[str, Any]:
-        return backtest_args(self.start_input.value, self.end_input.value, self.to_input.value,
-                             self.initial_input.value)
+        """The kwargs of Blankly's ``strategy.backtest()`` from the fields, read as the magics read
+        --start/--end/--to/--initial; a mistake is a BacktestArgsError for the status line."""
+        from .runs import backtest_args
+
+        return backtest_args(start=self.start_input.value, end=self.end_input.value, to=self.to_input.value,
+                             initial=self.initial_input.value)
 
     def build(self, args: Optional[dict[str, Any]] = None) -> Any:
         """The Bundle the ticked cells, entry point and files make (no network)."""
@@ -739,7 +704,9 @@ class BlanklyPanel:
         self.last_result = result
         self._clear_results()
         # The metrics table, trades and (unless %config BlanklyMagics.show_chart = False) the equity chart.
-        self.results.append_display_data(HTML(_fit(result.to_html(chart=self._option("show_chart", True)))))
+        # No "r = _ ..." hints: those are for the magics' cells; here the buttons do the work.
+        self.results.append_display_data(HTML(_fit(result.to_html(chart=self._option("show_chart", True),
+                                                                  hints=False))))
         if result.ok:  # the numbers are in the results below; the status line stays short
             self._set_status(f"Backtest {result.backtest_id} completed: {result.trade_count} trades.", "ok")
         elif not result.done:  # BlanklyMagics.timeout passed: it runs on, the server keeps the result
@@ -787,7 +754,7 @@ class BlanklyPanel:
         self._log_offset = 0
         self._adopt_model(sess, result.model_id, target["name"])
         self._clear_results()
-        self.results.append_display_data(HTML(_fit(result.to_html())))
+        self.results.append_display_data(HTML(_fit(result.to_html(hints=False))))  # Logs/Stop are buttons here
         _show(self.deployment_bar, True)
         self._set_status(f"Deployed model {result.model_id} version {result.version_id}: {result.status}.", "ok")
 
@@ -824,22 +791,6 @@ class BlanklyPanel:
         self.results.outputs = ()  # not clear_output(): that captures the main thread's context
         self.logs.outputs = ()
         _show(self.deployment_bar, False)
-
-
-@contextlib.contextmanager
-def _token_in_env(token: str) -> Iterator[Optional[str]]:
-    """A typed token, for ``sign_in(token_env=...)``: it must win over $BLANKLY_REFRESH_TOKEN
-    and the saved file, and sign_in takes tokens only from named sources. The variable
-    lives for the one call and is removed even when sign-in fails."""
-    if not token.strip():
-        yield None
-        return
-    with _ENV_LOCK:
-        os.environ[PANEL_TOKEN_ENV] = token
-        try:
-            yield PANEL_TOKEN_ENV
-        finally:
-            os.environ.pop(PANEL_TOKEN_ENV, None)
 
 
 def _fit(fragment: str) -> str:

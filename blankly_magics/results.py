@@ -325,7 +325,9 @@ class BacktestResult(Shown):
         lines.append("More: " + "   ".join(self.hints()))
         return "\n".join(lines)
 
-    def to_html(self, chart: Optional[bool] = None) -> str:
+    def to_html(self, chart: Optional[bool] = None, hints: bool = True) -> str:
+        """The result as HTML; ``hints=False`` leaves out the "More: %blankly ... / r = _" line,
+        which only makes sense below a notebook cell (the panel has buttons instead)."""
         chart = self.show_chart if chart is None else chart
         colour = {"completed": "#1a7f37", "failed": "#cf222e", "cancelled": "#9a6700"}.get(self.status, "#57606a")
         parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{_esc(self.headline())}</b></p>"]
@@ -343,8 +345,9 @@ class BacktestResult(Shown):
                 parts.append(f"<img alt='equity curve' src='data:image/png;base64,{data}'/>")
         if self.status == "failed" and self.log_tail:
             parts.append(_log_tail_html(self.log_tail))
-        parts.append("<p style='color:#57606a'>More: " + " &middot; ".join(f"<code>{_esc(h)}</code>" for h in self.hints()) + "</p></div>")
-        return "".join(parts)
+        if hints:
+            parts.append("<p style='color:#57606a'>More: " + " &middot; ".join(f"<code>{_esc(h)}</code>" for h in self.hints()) + "</p>")
+        return "".join(parts) + "</div>"
 
     _repr_pretty_ = Shown._repr_pretty_
 
@@ -426,7 +429,8 @@ class DeployResult(Shown):
         lines.append("Watch: " + self.hints()[0] + "   Stop: " + self.hints()[1])
         return "\n".join(lines)
 
-    def to_html(self) -> str:
+    def to_html(self, hints: bool = True) -> str:
+        """The deployment as HTML; ``hints=False`` leaves out the %blankly logs/stop commands."""
         parts = [
             f"<div class='blankly-deploy'><p><b>Model {_esc(self.model_id)}</b> version "
             f"<code>{_esc(self.version_id or 'n/a')}</code>: <b>{_esc(self.status)}</b></p>",
@@ -439,11 +443,12 @@ class DeployResult(Shown):
         ]
         if self.status == "crashed" and self.log_tail:
             parts.append(_log_tail_html(self.log_tail))
-        parts.append(
-            f"<p style='color:#57606a'>Watch: <code>{_esc(self.hints()[0])}</code> &middot; "
-            f"Stop: <code>{_esc(self.hints()[1])}</code></p></div>"
-        )
-        return "".join(parts)
+        if hints:
+            parts.append(
+                f"<p style='color:#57606a'>Watch: <code>{_esc(self.hints()[0])}</code> &middot; "
+                f"Stop: <code>{_esc(self.hints()[1])}</code></p>"
+            )
+        return "".join(parts) + "</div>"
 
     _repr_pretty_ = Shown._repr_pretty_
 

@@ -19,6 +19,7 @@ from .auth import (
     SignInError,
     ask_token,
     capture_browser_token,
+    clean_token,
     forget_token,
     resolve_refresh_token,
     save_token,
@@ -30,6 +31,7 @@ __all__ = ["Session", "SignInError", "sign_in", "current", "sign_out", "configur
 
 ENV_URL = "BLANKLY_DEPLOY_URL"
 LOCAL_SOURCE = "local server"
+FORM_SOURCE = "the sign-in form"  # a token handed to sign_in(token=...), e.g. typed in the panel
 
 Notify = Callable[[str], None]
 
@@ -134,6 +136,7 @@ def sign_in(
     token_env: Optional[str] = None,
     browser: bool = False,
     prompt: Optional[Callable[[str], str]] = None,
+    token: Optional[str] = None,
     data_dir: Union[str, Path, None] = None,
     notify: Optional[Notify] = None,
     signin_link: Optional[str] = None,
@@ -144,9 +147,11 @@ def sign_in(
     """Sign in and make the result the current session.
 
     ``url=None``: the embedded local server (started or attached), no token needed.
-    Otherwise the token comes from ``--token-env``, ``BLANKLY_REFRESH_TOKEN``, the
-    Blankly CLI's file, then a hidden prompt; ``browser=True`` captures the sign-in
-    redirect first. ``notify`` receives the few lines a user must see while waiting
+    Otherwise the token comes from ``token`` when given (typed in the panel's form:
+    passed as an argument, never through the environment, so no child process
+    inherits it), else ``--token-env``, ``BLANKLY_REFRESH_TOKEN``, the Blankly CLI's
+    file, then a hidden prompt; ``browser=True`` captures the sign-in redirect
+    before those. ``notify`` receives the few lines a user must see while waiting
     (the link to open); the caller decides how to show them."""
     if url is None:
         session = _sign_in_local(data_dir, server_timeout)
@@ -155,7 +160,9 @@ def sign_in(
             base = normalize_url(url)
         except DeploymentError as exc:
             raise SignInError(str(exc)) from None
-        if browser:
+        if token is not None:
+            token, source = clean_token(token), FORM_SOURCE
+        elif browser:
             token, source = _browser_token(base, notify, signin_link, browser_port, browser_timeout, prompt)
         else:
             token, source = resolve_refresh_token(token_env, prompt)

@@ -155,10 +155,15 @@ def test_not_signed_in(cells, rsi_notebook):
     "line,message",
     [
         ("--bogus", "unrecognized arguments: --bogus"),
-        ("--args '{\"to\": 1y}'", "--args is not valid JSON (Expecting ',' delimiter): give an object, e.g. --args '{\"to\": \"1y\"}'"),
-        ("--args '[1, 2]'", "--args must be a JSON object, e.g. --args '{\"to\": \"1y\"}', not list"),
-        ("--initial USD", "--initial takes ASSET=AMOUNT, e.g. --initial USD=10000; got 'USD'"),
-        ("--initial USD=lots", "--initial takes ASSET=AMOUNT, e.g. --initial USD=10000; got 'USD=lots'"),
+        ("--backtest --args '{\"to\": 1y}'", "--args is not valid JSON (Expecting ',' delimiter): give an object, e.g. --args '{\"to\": \"1y\"}'"),
+        ("--backtest --args '[1, 2]'", "--args must be a JSON object, e.g. --args '{\"to\": \"1y\"}', not list"),
+        ("--backtest --initial USD", "initial balance 'USD' is not ASSET=AMOUNT: write e.g. USD=10000 (several: USD=10000, BTC=0.5)"),
+        ("--backtest --initial USD=lots", "initial balance 'USD=lots' is not ASSET=AMOUNT: write e.g. USD=10000 (several: USD=10000, BTC=0.5)"),
+        ("--backtest --initial USD=1 --initial usd=2", "initial balance of USD given twice: give each asset once"),
+        ("--backtest --start 2020-01-01", "backtest period: give both a start and an end date (like 2021-01-01), or 'to' (a span like 1y)"),
+        ("--backtest --to 1y --args '{\"start_date\": \"2020-01-01\", \"end_date\": \"2020-06-01\"}'",
+         "backtest period: give a start and an end date, or 'to' (a span like 1y), not both"),
+        ("--backtest --to '1 year'", "backtest period: 'to' takes a span like 1y, 6M or 30d, not '1 year'"),
         ("--python three", "--python takes a version like 3.11, not 'three'"),
         ("--start 2020-01-01", "--args/--to/--start/--end/--initial are backtest options: add --backtest"),
         ("--name 'unclosed", "cannot read the options (No closing quotation): check the quotes in \"--name 'unclosed\""),
@@ -166,6 +171,36 @@ def test_not_signed_in(cells, rsi_notebook):
 )
 def test_bad_deploy_options(cells, line, message):
     assert cells.fails(f"%%blankly_deploy {line}\n{RSI_ENTRY}") == message
+
+
+def test_backtest_options_read_as_the_panel_reads_its_fields(cells, rsi_notebook):
+    # One parser for both faces (runs.backtest_args): the same input gives the same kwargs.
+    from blankly_magics.runs import backtest_args
+
+    cells.run(f"%%blankly_deploy --dry-run --backtest --notebook {rsi_notebook} --initial usd=10000 "
+              f"--initial 'btc=0.5, eth=2' --start 2010-06-01 --end 2013-03-01 --args '{{\"use_price\": \"open\"}}'"
+              f"\n{RSI_ENTRY}")
+    expected = {"use_price": "open", "start_date": "2010-06-01", "end_date": "2013-03-01",
+                "initial_values": {"USD": 10000, "BTC": 0.5, "ETH": 2}}
+    assert cells.last.manifest["backtest_args"] == expected
+    assert backtest_args(start="2010-06-01", end="2013-03-01", initial="usd=10000, btc=0.5; eth=2",
+                         extra={"use_price": "open"}) == expected  # the panel's fields
+
+
+def test_load_imports_nothing_heavy(tmp_path):
+    # In a fresh interpreter: the test process has long imported everything.
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+            "InteractiveShell.instance().run_line_magic('load_ext', 'blankly_magics')\n"
+            "print(sorted(name for name in ('requests', 'nbformat', 'ipywidgets', 'pandas', 'matplotlib', "
+            "'blankly', 'blankly_magics.client', 'blankly_magics.server') if name in sys.modules))\n"
+            "print('blankly_deploy' in InteractiveShell.instance().magics_manager.magics['cell'])")
+    env = dict(os.environ, HOME=str(tmp_path), IPYTHONDIR=str(tmp_path / "ipython"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["[]", "True"]
 
 
 def test_bad_subcommands(cells):

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
+import textwrap
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,10 +20,12 @@ import pytest
 
 from blankly_magics import session
 from blankly_magics.embedded import stop_local_server
-from blankly_magics.panel import NEW_MODEL, PANEL_TOKEN_ENV, BlanklyPanel, PanelError, backtest_args, parse_balances, plan_label
+from blankly_magics.panel import NEW_MODEL, BlanklyPanel, PanelError, plan_label
+from blankly_magics.runs import BacktestArgsError, backtest_args, parse_balances
 
 from .fixtures_notebooks import RSI_BACKTEST_ARGS, rsi_cells, write_notebook
 from .fixtures_server import wait_for
+from .test_session import assert_not_in_environment, environment_writes
 
 
 class InlineExecutor(Executor):
@@ -122,16 +128,38 @@ def test_plan_labels_show_cpu_and_ram() -> None:
 
 
 def test_backtest_fields_become_backtest_kwargs() -> None:
-    assert backtest_args("2010-06-01", "2013-03-01", "", "USD=10000") == RSI_BACKTEST_ARGS
-    assert backtest_args("", "", "1y", "usd=10000, BTC=0.5") == {
+    # runs.backtest_args reads the panel's fields and the magics' options alike.
+    assert backtest_args(" 2010-06-01", "2013-03-01 ", "", "USD=10000") == RSI_BACKTEST_ARGS
+    assert backtest_args("", "", "1y", "usd=10000; btc=0.5") == {
         "to": "1y", "initial_values": {"USD": 10000, "BTC": 0.5}}
-    assert backtest_args("", "", "", "") == {}
-    with pytest.raises(PanelError, match="not both"):
-        backtest_args("2010-06-01", "2013-03-01", "1y", "")
-    with pytest.raises(PanelError, match="both start and end"):
-        backtest_args("2010-06-01", "", "", "")
-    with pytest.raises(PanelError, match="'USD10000' is not ASSET=AMOUNT"):
-        parse_balances("USD10000")
+    assert backtest_args(to="6mo", initial=["USD=1e4", "eth=2,BTC=0"]) == {
+        "to": "6mo", "initial_values": {"USD": 10000, "ETH": 2, "BTC": 0}}
+    assert backtest_args("", "", "", "") == {} and backtest_args() == {}
+    assert backtest_args(to="30d", extra={"to": "1y", "use_price": "open"}) == {"to": "30d", "use_price": "open"}
+    assert parse_balances("") == {}
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(start="2010-06-01", end="2013-03-01", to="1y"),
+     "backtest period: give a start and an end date, or 'to' (a span like 1y), not both"),
+    (dict(to="1y", extra={"start_date": "2010-06-01", "end_date": "2013-03-01"}), "not both"),
+    (dict(start="2010-06-01"),
+     "backtest period: give both a start and an end date (like 2021-01-01), or 'to' (a span like 1y)"),
+    (dict(end="2013-03-01", extra={"to": None}), "give both a start and an end date"),
+    (dict(start="2013-03-01", end="2010-06-01"), "backtest period: the start 2013-03-01 is not before the end 2010-06-01"),
+    (dict(to="1 year"), "backtest period: 'to' takes a span like 1y, 6M or 30d, not '1 year'"),
+    (dict(initial="USD10000"), "initial balance 'USD10000' is not ASSET=AMOUNT: write e.g. USD=10000"),
+    (dict(initial="USD=lots"), "initial balance 'USD=lots' is not ASSET=AMOUNT"),
+    (dict(initial="=5"), "initial balance '=5' is not ASSET=AMOUNT"),
+    (dict(initial="US D=5"), "initial balance 'US D=5' is not ASSET=AMOUNT"),
+    (dict(initial="USD=nan"), "initial balance 'USD=nan' is not ASSET=AMOUNT"),
+    (dict(initial="USD=-5"), "initial balance 'USD=-5' is negative: give an amount of 0 or more"),
+    (dict(initial=["USD=5", "usd=6"]), "initial balance of USD given twice: give each asset once"),
+])
+def test_bad_backtest_fields_say_what_to_fix(fields, message) -> None:
+    with pytest.raises(BacktestArgsError, match=re.escape(message)) as caught:
+        backtest_args(**fields)
+    assert isinstance(caught.value, ValueError)
 
 
 # ---------------------------------------------------------------- offline: cells and preview
@@ -221,6 +249,7 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
     shown = results_html(panel)
     assert "Sharpe Ratio" in shown and "Max Drawdown (%)" in shown
     assert "<img alt='equity curve'" in shown
+    assert "r = _" not in shown and "More:" not in shown  # the magics' hints mean nothing in the panel
 
     # What the server received: one version of a new model named after the notebook,
     # and a backtest with the typed arguments.
@@ -250,14 +279,18 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
     assert again.model_dd.value == model_id and again.model_name.layout.display == "none"
 
 
-def test_a_typed_token_wins_over_the_environment(make_panel, local_server, monkeypatch) -> None:
+def test_a_typed_token_wins_over_the_environment_and_never_enters_it(make_panel, local_server, monkeypatch) -> None:
     monkeypatch.setenv("BLANKLY_REFRESH_TOKEN", local_server.refresh_token("bob"))
     panel = make_panel()
 
-    sign_in_with_form(panel, local_server, user="alice")
+    with environment_writes() as writes:  # what a process started during sign-in would inherit
+        token = sign_in_with_form(panel, local_server, user="alice")
 
-    assert session.current().user_id == local_server.user_id("alice")
-    assert PANEL_TOKEN_ENV not in os.environ  # set for the one call only
+    signed = session.current()
+    assert signed.user_id == local_server.user_id("alice") and signed.token_source == "the sign-in form"
+    assert_not_in_environment(token, writes)
+    assert_clean(panel, token)
+    assert token not in repr(panel) + repr(signed)
 
 
 def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_panel, local_server, tmp_path) -> None:
@@ -285,6 +318,7 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
     assert panel.status_text.startswith("\u2714 Deployed model"), panel.status_text
     model_id = panel.deployed_model_id
     assert panel.deployment_bar.layout.display != "none" and model_id in results_html(panel)
+    assert "%blankly" not in results_html(panel)  # Logs and Stop are the buttons below, not commands
     state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
     assert state["state"] in ("starting", "running")
 
@@ -372,7 +406,13 @@ def test_bad_balances_are_caught_before_anything_is_uploaded(make_panel, local_s
 
     panel.backtest_button.click()
 
-    assert "Initial balances: 'USD10000' is not ASSET=AMOUNT" in panel.status_text
+    assert panel.status_text == (
+        "\u2716 initial balance 'USD10000' is not ASSET=AMOUNT: write e.g. USD=10000 (several: USD=10000, BTC=0.5)")
+    panel.initial_input.value = "USD=10000"
+    panel.start_input.value = "2010-06-01"  # and no end
+    panel.backtest_button.click()
+    assert "backtest period: give both a start and an end date" in panel.status_text
+    assert isinstance(panel.last_error, BacktestArgsError) and buttons_enabled(panel)
     user_id = local_server.user_id("alice")
     assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []
 
@@ -444,12 +484,48 @@ def test_blankly_panel_magic_shows_it_once_and_works_off_the_main_thread(
         panel.close()
 
 
-def test_blankly_magics_panel_stays_callable_once_the_module_is_imported(rsi_notebook) -> None:
-    import blankly_magics
-    import blankly_magics.panel  # noqa: F401 - the import that replaces the package's attribute
+PANEL_ORDERS = {
+    # blankly_magics.panel is a function until the submodule is imported; then the import
+    # system puts the module in its place, which must be callable too. Each order runs in a
+    # fresh interpreter, so no earlier test's imports can hide a failure.
+    "function first": """
+        assert "blankly_magics.panel" not in sys.modules
+        shown.append(blankly_magics.panel(notebook=NB))
+        import blankly_magics.panel
+        shown.append(blankly_magics.panel(notebook=NB))
+    """,
+    "module first": """
+        import blankly_magics.panel
+        shown.append(blankly_magics.panel(notebook=NB))
+        from blankly_magics import panel
+        shown.append(panel(notebook=NB))
+    """,
+    "magic first": """
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_line_magic("load_ext", "blankly_magics")
+        ip.run_line_magic("config", f"BlanklyMagics.notebook = {NB!r}")
+        shown.append(ip.run_line_magic("blankly", "panel"))
+        shown.append(blankly_magics.panel(notebook=NB))
+    """,
+}
 
-    panel = blankly_magics.panel(notebook=rsi_notebook, executor=InlineExecutor())
-    try:
-        assert isinstance(panel, BlanklyPanel) and panel.notebook == rsi_notebook.resolve()
-    finally:
-        panel.close()
+
+@pytest.mark.parametrize("order", list(PANEL_ORDERS))
+def test_blankly_magics_panel_works_in_any_import_order(order, rsi_notebook, tmp_path) -> None:
+    script = "import sys\nimport blankly_magics\nNB = sys.argv[1]\nshown = []\n" + textwrap.dedent(
+        PANEL_ORDERS[order]) + textwrap.dedent("""
+        for panel in shown:
+            print("PANEL", type(panel).__name__, panel.notebook, panel.status_text, sep="|")
+            panel.close()
+    """)
+    env = dict(os.environ, HOME=str(tmp_path / "home"), IPYTHONDIR=str(tmp_path / "ipython"))
+    proc = subprocess.run([sys.executable, "-c", script, str(rsi_notebook)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    panels = [line.split("|")[1:] for line in proc.stdout.splitlines() if line.startswith("PANEL|")]
+    assert len(panels) == 2
+    for kind, notebook, status in panels:
+        assert (kind, notebook) == ("BlanklyPanel", str(rsi_notebook.resolve()))
+        assert status.startswith("Not signed in")

@@ -164,6 +164,22 @@ def test_deploy_result_shows_ids_state_and_next_steps():
     assert "Traceback: boom" in crashed.to_text()
 
 
+def test_html_without_hints_for_the_panel_keeps_everything_else():
+    # The "r = _ then r.metrics ..." and %blankly lines only make sense below a notebook cell.
+    done = BacktestResult.from_api(_payload())
+    running = BacktestResult.from_api(_payload(status="running", result=None))
+    deployed = DeployResult.from_api({"modelId": "m-7", "versionId": "v-3"}, {"state": "running"})
+    for obj, kwargs in ((done, {"chart": True}), (running, {}), (deployed, {})):
+        with_hints, bare = obj.to_html(**kwargs), obj.to_html(hints=False, **kwargs)
+        assert "%blankly" in with_hints and "%blankly" not in bare and "r = _" not in bare
+        assert bare.count("<div") == bare.count("</div>") == 1 and bare.endswith("</div>")
+        assert obj._repr_html_() == obj.to_html()  # the notebook's view keeps its hints
+    assert "r = _  then r.metrics" in done.to_html()
+    bare = done.to_html(chart=True, hints=False)
+    assert "Sharpe Ratio" in bare and "Trades: <b>3</b>" in bare and "data:image/png;base64," in bare
+    assert "m-7" in deployed.to_html(hints=False) and "running" in deployed.to_html(hints=False)
+
+
 def test_listing_renders_rows_as_table():
     rows = [{"modelId": "m-1", "name": "rsi", "createdAt": START}, {"modelId": "m-2", "name": "<macd>"}]
     listing = Listing("Models", [("modelId", "id"), ("name", "name"), ("createdAt", "created")], rows)

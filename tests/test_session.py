@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import sys
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import requests
@@ -30,6 +34,36 @@ def refuse_prompt(text: str) -> str:
 
 def shown(value: object) -> str:
     return f"{value!r} {value}"
+
+
+_environment_writes: list[list[str]] = []  # one list per active recorder
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "os.putenv" and _environment_writes:
+        value = os.fsdecode(args[1])
+        for writes in _environment_writes:
+            writes.append(value)
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only while a recorder is active
+
+
+@contextmanager
+def environment_writes() -> Iterator[list[str]]:
+    """Every value put into this process's environment meanwhile -- what a child process
+    started at that moment (the embedded server, a backtest) would inherit."""
+    writes: list[str] = []
+    _environment_writes.append(writes)
+    try:
+        yield writes
+    finally:
+        _environment_writes.remove(writes)
+
+
+def assert_not_in_environment(secret: str, writes: list[str]) -> None:
+    assert not any(secret in value for value in writes), "the secret was put in the environment"
+    assert not any(secret in value for value in os.environ.values())
 
 
 def test_no_url_signs_in_to_the_embedded_server(tmp_path):
@@ -83,6 +117,31 @@ def test_token_env_then_the_saved_file_then_the_prompt(local_server, monkeypatch
     assert (prompted.token_source, prompted.user_name) == ("prompt", "carol")
     assert len(asked) == 1 and carol not in asked[0]
     assert auth.read_saved_token() == carol
+
+
+def test_a_token_handed_over_comes_first_and_never_enters_the_environment(local_server, monkeypatch):
+    alice, bob, carol = (local_server.refresh_token(u) for u in ("alice", "bob", "carol"))
+    monkeypatch.setenv("BLANKLY_REFRESH_TOKEN", bob)
+    auth.save_token(carol)
+    with environment_writes() as writes:
+        signed = sign_in(local_server.url, token=f" {alice}\n", browser=True, browser_port=free_port(),
+                         browser_timeout=0.5, prompt=refuse_prompt)
+    assert (signed.token_source, signed.user_name) == ("the sign-in form", "alice")
+    assert_not_in_environment(alice, writes)
+    assert signed.token_file == auth.token_file() and auth.read_saved_token() == alice  # kept like any other
+    assert stat.S_IMODE(auth.token_file().stat().st_mode) == 0o600
+    assert alice not in shown(signed) + shown(signed.client)
+
+    dana = local_server.refresh_token("dana")  # the whole redirect address, pasted
+    assert sign_in(local_server.url, token=f"http://localhost:9082/?token={dana}").user_name == "dana"
+
+    with pytest.raises(SignInError, match="that is not a refresh token"):
+        sign_in(local_server.url, token="   ", prompt=refuse_prompt)
+    with pytest.raises(SignInError) as caught:
+        sign_in(local_server.url, token="not-a-token-of-this-server", prompt=refuse_prompt)
+    assert "refused the refresh token from the sign-in form" in str(caught.value)
+    assert "not-a-token-of-this-server" not in str(caught.value)
+    assert auth.read_saved_token() == dana  # a refused token replaces nothing
 
 
 def test_a_refused_token_is_a_sign_in_error_and_nothing_is_kept(local_server, monkeypatch):

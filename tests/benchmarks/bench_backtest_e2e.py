@@ -1,0 +1,246 @@
+"""5. ``%%blankly_deploy --backtest`` of the quickstart, cell start to metrics shown, vs ``python bot.py``.
+
+A real IPython ``InteractiveShell`` runs in a worker process (private
+``BLANKLY_MAGICS_HOME`` and ``HOME``, ``BLANKLY_NOTEBOOK_PATH`` naming a copy of
+the quickstart): ``%load_ext blankly_magics``, ``%blankly_login`` (starts the
+embedded server), one warm-up deploy that also saves the zip; then, on request,
+it runs the quickstart's own ``%%blankly_deploy`` cell and reports the time from
+cell start until the cell returned with the metrics displayed. The baseline runs
+``python bot.py`` in the unzipped copy of that same zip. Runs alternate; the
+environment is reused (warm), as the goal says. The server's backtest timestamps
+split our time into phases, to show what dominates.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from .harness import QUICKSTART, REPO, Row, child_env, interleaved, median, spread, stop_process
+
+NAME = "backtest_e2e"
+GOAL_RATIO = 1.3
+STEP_TIMEOUT = 600.0
+
+WORKER = r"""
+import contextlib, io, json, sys, time
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+cell = json.loads(sys.argv[1])
+save = sys.argv[2]
+reply = sys.stdout
+config = Config()
+config.HistoryAccessor.enabled = False
+shell = InteractiveShell.instance(config=config)
+
+def run(source):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        started = time.time()
+        result = shell.run_cell(source, store_history=True)
+        ended = time.time()
+    if not result.success:
+        error = result.error_in_exec or result.error_before_exec
+        raise SystemExit(f"the cell failed: {error}\n{out.getvalue()[-3000:]}")
+    return started, ended, out.getvalue()
+
+def answer(**data):
+    reply.write(json.dumps(data) + "\n")
+    reply.flush()
+
+run("%load_ext blankly_magics")
+t0, t1, _ = run("%blankly_login")
+answer(login=t1 - t0)
+first, rest = cell.split("\n", 1)
+t0, t1, shown = run(f"{first} --save {save}\n{rest}")
+answer(cold=t1 - t0)
+for line in sys.stdin:
+    if line.strip() != "run":
+        break
+    started, ended, shown = run(cell)
+    result = shell.user_ns["_"]
+    if result.status != "completed" or not result.metrics:
+        raise SystemExit(f"the backtest did not complete: {result.status} {result.error}\n{shown[-3000:]}")
+    if "Sharpe" not in shown:
+        raise SystemExit(f"the metrics were not shown:\n{shown[-3000:]}")
+    from blankly_magics import runs, session
+    current = session.current()
+    status = current.client.backtest_status(result.backtest_id)
+    # Fetch and show the same result again, apart, to split the tail of the cell.
+    t = time.time()
+    again = runs.fetch_backtest(current, result.backtest_id)
+    fetch = time.time() - t
+    again.show_chart = result.show_chart
+    t = time.time()
+    shell.display_formatter.format(again)
+    render = time.time() - t
+    answer(seconds=ended - started, started=started, ended=ended, created=status["createdAt"],
+           run_started=status["startedAt"], run_ended=status["endedAt"], fetch=fetch, render=render)
+"""
+
+
+def deploy_cell(notebook: Path) -> str:
+    """The quickstart's own ``%%blankly_deploy`` cell, as written there."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    for c in cells:
+        source = "".join(c["source"])
+        if c["cell_type"] == "code" and source.startswith("%%blankly_deploy"):
+            return source
+    raise RuntimeError(f"{notebook} has no %%blankly_deploy cell")
+
+
+def copy_quickstart(folder: Path) -> Path:
+    notebooks = REPO / "notebooks"
+    folder.mkdir(parents=True)
+    for name in ("quickstart.ipynb", "settings.json", "backtest.json"):
+        shutil.copy(notebooks / name, folder / name)
+    (folder / "data").mkdir()
+    shutil.copy(notebooks / "data" / "GOOG-USD-1d.csv", folder / "data")
+    return folder / QUICKSTART.name
+
+
+class Worker:
+    """The IPython worker process; ``step()`` runs the deploy cell once and returns its figures."""
+
+    def __init__(self, tmp: Path, notebook: Path, save: Path) -> None:
+        self.env = child_env(
+            HOME=str(tmp / "home"), BLANKLY_MAGICS_HOME=str(tmp / "magics-home"),
+            IPYTHONDIR=str(tmp / "ipython"), BLANKLY_NOTEBOOK_PATH=str(notebook),
+        )
+        (tmp / "home").mkdir()
+        self.log = open(tmp / "worker.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(deploy_cell(notebook)), str(save)],
+            env=self.env, cwd=notebook.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, text=True, start_new_session=True,
+        )
+        self.login = self._read()["login"]
+        self.cold = self._read()["cold"]
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self.proc.wait(30)
+            self.log.seek(0)
+            raise RuntimeError(f"the IPython worker stopped ({self.proc.returncode}): {self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def step(self) -> dict:
+        self.proc.stdin.write("run\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        stop_process(self.proc)
+        self.log.close()
+        # the embedded server is detached from the worker: stop it through its server.json
+        subprocess.run(
+            [sys.executable, "-c", "from blankly_magics.embedded import stop_local_server; stop_local_server()"],
+            env=self.env, timeout=60, check=False,
+        )
+
+
+def bot_py(model_dir: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "bot.py"], cwd=model_dir, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=STEP_TIMEOUT, check=True)
+    return time.perf_counter() - started
+
+
+def bot_py_as_runner(model_dir: Path, env: dict[str, str], tmp: Path) -> float:
+    """``bot.py`` started as the server's runner starts it (its environment, the platform
+    hook, lowered priority), without the server: separates the child's cost from the runner's."""
+    import uuid
+
+    from blankly_magics.server import envs, runner
+
+    import base64
+
+    run_id = uuid.uuid4().hex
+    args = json.loads((model_dir / "blankly.json").read_text())["backtest_args"]  # the cell's --start etc.
+    report = tmp / "runner-report" / run_id
+    report.mkdir(parents=True)
+    child_env = runner.child_environment(
+        interpreter=envs.Interpreter(Path(sys.executable), envs.SERVER_VERSION),
+        report_dir=report, run_token=uuid.uuid4().hex,
+        model_vars={"BACKTESTING": "1", "BACKTESTING_ID": run_id,
+                    "BACKTESTING_ARGS": base64.b64encode(json.dumps(args).encode()).decode()},
+    )
+    child_env["HOME"] = env["HOME"]
+    started = time.perf_counter()
+    child = runner.spawn(
+        interpreter=envs.Interpreter(Path(sys.executable), envs.SERVER_VERSION), script=model_dir / "bot.py",
+        cwd=model_dir, env=child_env, log=runner.LogSink(report / "log.txt"), pid_file=report / "pid.json",
+        record={"kind": "backtest", "id": run_id},
+    )
+    child.proc.wait(STEP_TIMEOUT)
+    elapsed = time.perf_counter() - started
+    code = child.finish()
+    if code != 0 or not (report / "backtest_result.json").is_file():
+        raise RuntimeError(f"bot.py under the runner's settings failed ({code}): {child.log.tail()}")
+    return elapsed
+
+
+def run(quick: bool = False) -> list[Row]:
+    repeats = 1 if quick else 5
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    worker = None
+    try:
+        notebook = copy_quickstart(tmp / "nb")
+        save = tmp / "saved-model.zip"
+        worker = Worker(tmp, notebook, save)
+        with zipfile.ZipFile(save) as zf:
+            zf.extractall(tmp / "unzipped")
+        model_dir = tmp / "unzipped" / "model"
+        env = {k: v for k, v in worker.env.items() if k != "BLANKLY_NOTEBOOK_PATH"}
+        bot_py(model_dir, env)  # warm-up, like the worker's first deploy
+        steps: list[dict] = []
+
+        def ours() -> float:
+            steps.append(worker.step())  # type: ignore[union-attr]
+            return steps[-1]["seconds"]
+
+        samples = interleaved({
+            "ours": ours,
+            "bot.py": lambda: bot_py(model_dir, env),
+            "runner_child": lambda: bot_py_as_runner(model_dir, env, tmp),
+        }, repeats)
+        login, cold = worker.login, worker.cold
+    finally:
+        if worker is not None:
+            worker.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    mine, theirs = median(samples["ours"]), median(samples["bot.py"])
+    phases = {
+        "build + upload + store": [s["created"] - s["started"] for s in steps],
+        "queued": [s["run_started"] - s["created"] for s in steps],
+        "run on the server (process, imports, backtest, report)": [s["run_ended"] - s["run_started"] for s in steps],
+        "poll lag (run ended -> the cell saw it)": [
+            s["ended"] - s["run_ended"] - s["fetch"] - s["render"] for s in steps
+        ],
+        "fetch the result (status, result, logs)": [s["fetch"] for s in steps],
+        "render (text, HTML table, equity chart PNG)": [s["render"] for s in steps],
+    }
+    details = [
+        f"seconds: ours {spread(samples['ours'], 2)}; python bot.py {spread(samples['bot.py'], 2)}",
+        f"bot.py started as the runner starts it (hook, its env, nice), no server: "
+        f"{spread(samples['runner_child'], 2)}",
+        f"cold start, not counted: %blankly_login {login:.2f} s (starts the embedded server), "
+        f"first deploy {cold:.2f} s",
+        "where ours spends its time (median seconds, from the server's timestamps):",
+    ]
+    details += [f"  {name}: {spread(values, 2)}" for name, values in phases.items()]
+    return [Row("backtest e2e: quickstart, warm", mine, theirs, "s", f"ratio < {GOAL_RATIO:g}",
+                mine / theirs < GOAL_RATIO, details)]

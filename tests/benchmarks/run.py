@@ -1,0 +1,72 @@
+"""Run the benchmarks and print one table of ratios against baselines measured in the same run.
+
+    python -m tests.benchmarks.run [--quick] [--only NAME] [--json FILE]
+
+``--quick`` uses small sizes and few repeats (what CI runs, so the benchmarks keep
+working; its figures mean little). Speed is never a pass/fail here: the exit code
+is 1 only when a benchmark could not run at all.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from typing import Optional, Sequence
+
+from .harness import Row, table
+
+# name -> module; the order is the table's order
+BENCHMARKS = {
+    "load": "bench_load",
+    "export": "bench_export",
+    "upload_memory": "bench_upload_memory",
+    "server_throughput": "bench_server_throughput",
+    "backtest_e2e": "bench_backtest_e2e",
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (the CI smoke run)")
+    parser.add_argument("--only", metavar="NAME", action="append", choices=list(BENCHMARKS),
+                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+
+    rows: list[Row] = []
+    failed: list[str] = []
+    for name, module in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name} ...", flush=True)
+        started = time.monotonic()
+        try:
+            bench = importlib.import_module(f"{__package__}.{module}")
+            got = bench.run(quick=args.quick)
+        except Exception:  # one broken benchmark must not hide the others' figures
+            failed.append(name)
+            print(f"!! {name} could not run:\n{traceback.format_exc()}", flush=True)
+            continue
+        for row in got:
+            print(f"   {row.name}: ours {row.ours:.4g} {row.unit}, baseline {row.baseline:.4g} {row.unit}")
+            for line in row.details:
+                print(f"     {line}")
+        print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+        rows.extend(got)
+
+    print()
+    print(table(rows))
+    if failed:
+        print(f"\nCould not run: {', '.join(failed)}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump([{**asdict(r), "ratio": r.ratio} for r in rows], fh, indent=2)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -378,6 +378,7 @@ class DeploymentClient:
     def _decode(self, response: Any, route: str, auth: bool) -> Any:
         status = response.status_code
         text = response.text
+        retry_after = _retry_after(response.headers.get("Retry-After"))  # proxies' 503 pages carry it too
         try:
             body = json.loads(text) if text.strip() else None
         except ValueError:
@@ -386,14 +387,15 @@ class DeploymentClient:
             kind = response.headers.get("Content-Type") or "no content type"
             shown = _tagless_snippet(text) if text.strip() else "an empty body"
             raise DeploymentError(
-                status, f"the server at {self.url} answered with something that is not JSON ({kind}): {shown}", route
+                status, f"the server at {self.url} answered with something that is not JSON ({kind}): {shown}", route,
+                retry_after=retry_after,
             )
         if status >= 400 or (isinstance(body, dict) and "error" in body and len(body) == 1):
             message = _error_text(body) or response.reason or "request failed"
             if status == 401 and auth:
                 message = f"{message}: {SIGN_IN_AGAIN}"
             raise DeploymentError(
-                status, self._scrub(message), route, retry_after=_retry_after(response.headers.get("Retry-After"))
+                status, self._scrub(message), route, retry_after=retry_after
             )
         if 300 <= status < 400:
             raise DeploymentError(

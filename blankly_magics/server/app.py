@@ -57,6 +57,9 @@ LOG_CHUNK = 256 * 1024  # most log bytes one /logs call answers
 RETRY_AFTER = "5"
 SECRET_KEYS = ("api_key", "api_pass")  # blankly.json may hold the project's keys: not copied
 _PYTHON = re.compile(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*")
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_OR_BREAK = re.compile(r"[\x01-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_ARGS_DEPTH = 32  # backtest kwargs are shallow ({"initial_values": {"USD": 1}}); deeper is abuse
 
 log = logging.getLogger("blankly_magics.server")
 
@@ -277,6 +280,14 @@ def _text(fields: dict[str, Any], name: str, *, required: bool = False, limit: i
         raise ApiError(400, f"field '{name}' is longer than {limit} characters")
     if "\x00" in text:
         raise ApiError(400, f"field '{name}' contains a NUL character")
+    # Names and ids are one line; descriptions (the long fields) may hold tabs and newlines.
+    # Other control characters only garble terminals and logs: refuse them.
+    control = _CONTROL if limit > 200 else _CONTROL_OR_BREAK
+    bad = control.search(text)
+    if bad:
+        raise ApiError(
+            400, f"field '{name}' contains a control character ({bad.group()!r}); send plain text"
+        )
     return text
 
 
@@ -364,7 +375,23 @@ def _backtest_args(raw: Any) -> Optional[dict[str, Any]]:
             "backtestArgs must be a JSON object of .backtest() keyword arguments, "
             f'such as {{"to": "1y"}}, not {type(value).__name__}',
         )
+    if _depth(value) > MAX_ARGS_DEPTH:
+        # Storing it walks it recursively: a deep enough value would crash that walk.
+        raise ApiError(400, f"backtestArgs is nested more than {MAX_ARGS_DEPTH} levels deep")
     return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (iteratively: the value itself may be deep)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > MAX_ARGS_DEPTH:
+                break
+            todo.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _check_schedule(schedule: str) -> str:
@@ -904,6 +931,9 @@ def _record_upload(
             )
             backtest = None
             if action == "backtest":
+                # Checked again here: uploads that passed the early check together must not
+                # all join the queue. No await separates this check from the insert.
+                _check_queue(server)
                 backtest = store.add_backtest(
                     model_id=model.id,
                     version_id=version.id,
@@ -917,12 +947,16 @@ def _record_upload(
             os.replace(upload.path, final)  # type: ignore[arg-type]
             upload.path = None
     except BaseException as exc:
-        final.unlink(missing_ok=True)  # moved but not committed: take it back
+        try:
+            final.unlink(missing_ok=True)  # moved but not committed: take it back
+        except OSError:  # an unwritable versions/ cannot hold it anyway; startup sweeps strays
+            log.warning("could not remove %s after a failed upload", final)
         if isinstance(exc, sqlite3.IntegrityError):
             raise ApiError(409, "the model was changed (deleted?) during the upload; try again") from None
         if isinstance(exc, (OSError, sqlite3.OperationalError)):
             log.error("could not store an upload: %s", exc)
-            raise ApiError(503, f"the server could not store the upload: {exc}") from None
+            reason = getattr(exc, "strerror", None) or exc  # the OS's words, without our paths
+            raise ApiError(503, f"the server could not store the upload: {reason}") from None
         raise
     return model, version, backtest
 
@@ -937,7 +971,7 @@ async def _store_upload(
     try:
         await anyio.to_thread.run_sync(_fsync, upload.path)
     except OSError as exc:
-        raise ApiError(503, f"the server could not store the upload: {exc}") from None
+        raise ApiError(503, f"the server could not store the upload: {exc.strerror or exc}") from None
     model, version, backtest = _record_upload(server, user, upload, target, checked, action)
     if backtest is not None:
         _submit_backtest(server, backtest, version, target.plan, user.id)
@@ -970,6 +1004,7 @@ async def backtest_uploaded(request: Request, user: User) -> dict[str, Any]:
         args = _default_args(version.manifest)
     plan_name, plan = _plan(server, "backtesting", _text(fields, "plan", limit=100))
     _python(server, version.python_version, "the version's pythonVersion")
+    _check_queue(server)  # again: others may have queued while this body was read
     backtest = server.store.add_backtest(
         model_id=model.id,
         version_id=version.id,

@@ -124,7 +124,12 @@ class _Receiver:
             self._part_kind = "file"
             filename = options.get(b"filename", b"")
             self.upload.filename = filename.decode("utf-8", "replace")[:255]
-            fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp_dir)
+            try:
+                fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp_dir)
+            except OSError as exc:  # a full or read-only disk: say so, do not crash the request
+                raise UploadError(
+                    f"the server could not store the upload: {exc.strerror or exc}", 503
+                ) from None
             self._fd = fd
             self.upload.path = Path(name)
         elif b"filename" in options:

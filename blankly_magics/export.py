@@ -797,21 +797,50 @@ MODULE_DUNDERS = frozenset(
 )
 
 
+# Symbol objects come from SymbolTable.lookup, which scans every child scope for
+# each name (to answer is_namespace): quadratic on a long script, whose module
+# scope holds thousands of names and functions. So each scope's flags are read
+# once, tested as the public predicates test them.
+_BINDS = symtable.DEF_LOCAL | symtable.DEF_IMPORT | symtable.DEF_PARAM  # is_assigned/_imported/_parameter
+_GLOBAL_SCOPES = (symtable.GLOBAL_IMPLICIT, symtable.GLOBAL_EXPLICIT)  # is_global
+
+
+def _scope_flags(tb: symtable.SymbolTable) -> dict[str, int]:
+    """{name: flags} of one scope, from CPython's table (a private attribute, there since
+    Python 2); should it ever move, the same answers rebuilt from the public predicates."""
+    flags = getattr(getattr(tb, "_table", None), "symbols", None)
+    if isinstance(flags, dict):
+        return flags
+    return {
+        s.get_name(): (symtable.DEF_LOCAL if s.is_assigned() or s.is_imported() or s.is_parameter() else 0)
+        | (symtable.USE if s.is_referenced() else 0)
+        | (symtable.GLOBAL_EXPLICIT << symtable.SCOPE_OFF if s.is_global() else 0)
+        for s in tb.get_symbols()
+    }
+
+
 def _scope_names(table: symtable.SymbolTable) -> tuple[set[str], dict[str, None]]:
-    """(names bound anywhere, names read as globals) over all scopes; order kept for reporting."""
+    """(names bound anywhere, names read as globals) over all scopes; order kept for reporting.
+
+    Linear in the script's size: each scope's flags and children are read once."""
     bound: set[str] = set()
     loaded: dict[str, None] = {}
     stack = [table]
     while stack:
         tb = stack.pop()
+        children = tb.get_children()
+        # is_namespace: a child scope has that name (a def or class is DEF_LOCAL too; this
+        # also counts "listcomp", "genexpr"..., exactly as Symbol.is_namespace does)
+        nested = {child.get_name() for child in children}
         module = tb.get_type() == "module"
-        for s in tb.get_symbols():
-            name = s.get_name()
-            if s.is_assigned() or s.is_imported() or s.is_parameter() or s.is_namespace():
+        for name, flags in _scope_flags(tb).items():
+            if flags & _BINDS or name in nested:
                 bound.add(name)
-            if s.is_referenced() and (module or s.is_global()):
+            if flags & symtable.USE and (
+                module or ((flags >> symtable.SCOPE_OFF) & symtable.SCOPE_MASK) in _GLOBAL_SCOPES
+            ):
                 loaded.setdefault(name, None)
-        stack.extend(tb.get_children())
+        stack.extend(children)
     return bound, loaded
 
 
@@ -925,8 +954,11 @@ def _check_names(
                 f"which is not exported: {fix}"
             )
         else:
+            empty = not any(c.cell_type == "code" and c.source.strip() for c in cells)
             result.problems.append(
                 f"{where}: `{name}` is used but never defined or imported anywhere in the notebook"
+                # the usual cause: cells typed but the notebook never saved
+                + (" (it has no code cells: add your strategy's cells and save it)" if empty else "")
             )
 
 

@@ -293,7 +293,11 @@ class BlanklyMagics(Magics, Configurable):
     )
     wait = Bool(True, config=True, help="Wait for backtests to finish and show their results.")
     show_chart = Bool(True, config=True, help="Show the equity curve chart with backtest results.")
-    poll_interval = Float(0.5, config=True, help="Seconds between status checks while waiting.")
+    poll_interval = Float(
+        0.5, config=True,
+        help="Seconds between status checks while waiting, once a backtest has been queued or running for "
+             "5 s (they are 0.1 s apart before, so a short backtest is seen at once); they grow to 2 s.",
+    )
     timeout = Float(
         None, allow_none=True, config=True, help="Stop waiting for a backtest after this many seconds; None: no limit."
     )

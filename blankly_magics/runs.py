@@ -382,6 +382,23 @@ def fetch_backtest(session: Any, backtest_id: str) -> BacktestResult:
     )
 
 
+QUICK_POLL = 0.1  # seconds between status checks while a backtest is young
+QUICK_FOR = 5.0  # seconds: a short backtest (the common case) is seen within QUICK_POLL of its end
+SLOW_POLL = 2.0  # the interval the checks of a long backtest grow to
+
+
+def next_poll(waited: float, last: float, poll: float = 0.5) -> float:
+    """Seconds to sleep before the next status check, ``waited`` seconds into the current state,
+    the last sleep having been ``last``: QUICK_POLL for the first QUICK_FOR seconds, then ``poll``
+    growing x1.25 up to max(SLOW_POLL, poll), so a long backtest costs one request every 2 s."""
+    poll = max(0.05, float(poll))
+    if waited < QUICK_FOR:
+        return min(QUICK_POLL, poll)
+    if last < poll:
+        return poll
+    return min(last * 1.25, max(SLOW_POLL, poll))
+
+
 def wait_for_backtest(
     session: Any,
     backtest_id: str,
@@ -392,17 +409,23 @@ def wait_for_backtest(
 ) -> BacktestResult:
     """Poll until the backtest completes, fails or is cancelled, calling
     ``on_status(status)`` after each poll; then fetch the full result. Past
-    ``timeout`` seconds it returns the not-yet-finished result (``.done`` False)."""
+    ``timeout`` seconds it returns the not-yet-finished result (``.done`` False).
+
+    See next_poll for the pace: quick in the first seconds of each state (queued, running),
+    ``poll`` after that, growing to SLOW_POLL."""
     client = session.client
     deadline = None if timeout is None else time.monotonic() + timeout
-    delay = max(0.05, float(poll))
+    delay, state, since = 0.0, None, 0.0
     while True:
         status = client.backtest_status(backtest_id)
         if on_status is not None:
             on_status(status)
         if status.get("status") in TERMINAL_STATES:
             return fetch_backtest(session, backtest_id)
-        if deadline is not None and time.monotonic() >= deadline:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
             return BacktestResult.from_api(status, fetch_logs=lambda: all_backtest_logs(client, backtest_id))
-        time.sleep(delay)
-        delay = min(delay * 1.25, max(2.0, float(poll)))  # long backtests need not be polled twice a second
+        if status.get("status") != state:  # queued -> running: its first seconds are polled quickly again
+            state, since = status.get("status"), now
+        delay = next_poll(now - since, delay, poll)
+        time.sleep(delay if deadline is None else min(delay, deadline - now))

@@ -20,7 +20,7 @@ from blankly_magics.export import (
     preview_cells,
     read_notebook,
 )
-from tests.fixtures_notebooks import RSI_ENTRY, rsi_cells, write_notebook
+from tests.fixtures_notebooks import RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, rsi_cells, write_notebook
 
 
 def notebook_cells(tmp_path: Path, cells: list, name: str = "nb.ipynb") -> list[Cell]:
@@ -411,6 +411,68 @@ def price_event(price, symbol, state: StrategyState, *args, **kwargs):
 '''
     result = export(tmp_path, [strategy])
     assert result.problems == []
+
+
+NESTED_SCOPES = '''def outer(a):
+    def inner():
+        nonlocal a
+        return a + missing_in_closure
+    return [x + missing_in_comprehension for x in range(a)] + [inner]
+
+class Holder:
+    attr = missing_in_class_body
+    def method(self):
+        global SET_LATER
+        SET_LATER = 1
+        return (lambda y: y + missing_in_lambda)(self)
+
+def listcomp():
+    return genexpr_value
+
+print(SET_LATER, outer(1), Holder().method(), listcomp())
+'''
+
+
+def test_undefined_names_are_found_in_every_nested_scope(tmp_path):
+    result = export(tmp_path, [NESTED_SCOPES])
+    reported = sorted(p.split("`")[1] for p in result.problems)
+    assert reported == ["genexpr_value", "missing_in_class_body", "missing_in_closure",
+                        "missing_in_comprehension", "missing_in_lambda"]
+    assert all("is used but never defined or imported anywhere" in p for p in result.problems)
+
+
+class PublicOnlyTable:
+    """A symtable seen through its public methods only, as if CPython's private table had moved."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def get_type(self):
+        return self.table.get_type()
+
+    def get_name(self):
+        return self.table.get_name()
+
+    def get_symbols(self):
+        return self.table.get_symbols()
+
+    def get_children(self):
+        return [PublicOnlyTable(child) for child in self.table.get_children()]
+
+
+@pytest.mark.parametrize("source", [NESTED_SCOPES, RSI_IMPORTS + RSI_LOGIC + RSI_SETUP + RSI_ENTRY],
+                         ids=["nested-scopes", "rsi-strategy"])
+def test_the_name_check_without_cpythons_private_table_gives_the_same_answer(source):
+    import symtable
+
+    from blankly_magics.export import _scope_names
+
+    def undefined(table) -> tuple[set, list]:
+        bound, loaded = _scope_names(table)
+        return bound, [name for name in loaded if name not in bound]
+
+    assert undefined(PublicOnlyTable(symtable.symtable(source, "<s>", "exec"))) == \
+        undefined(symtable.symtable(source, "<s>", "exec"))
 
 
 def test_star_import_turns_the_check_off_with_a_note(tmp_path):

@@ -51,7 +51,7 @@ LiveCallback = Callable[[str, dict[str, Any]], None]
 HOOK_DIR = Path(__file__).resolve().parent / "hook"
 LOG_NAME = "output.log"
 RUN_TOKEN_VAR = "BLANKLY_MAGICS_RUN_TOKEN"  # marks every process of a run, grandchildren too
-_POLL = 0.25  # seconds between checks of a running child (exit, memory, deadline)
+_POLL = 0.25  # seconds between checks of a running child's memory and deadline (its exit wakes at once)
 _NICE = 10  # children yield the CPU to the server and the notebook
 _SECRET_NAME = re.compile(
     r"TOKEN|SECRET|PASSW|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|SESSION|_KEY$|^KEY",
@@ -276,6 +276,35 @@ def _exited(proc: subprocess.Popen) -> bool:
     except AttributeError:  # no waitid on this platform
         return proc.poll() is not None
     return info is not None
+
+
+class RunStop(threading.Event):
+    """A run's stop request. Setting it also sets ``wake``, which the run's child
+    sets too when it exits: the watcher sleeps on ``wake`` and sees either at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wake = threading.Event()
+
+    def set(self) -> None:
+        super().set()
+        self.wake.set()
+
+
+def _wake_on_exit(proc: subprocess.Popen, wake: threading.Event) -> None:
+    """Set ``wake`` the moment the child exits: a thread blocked in waitid, which
+    (like _exited) does not reap it. Without waitid the watcher's periodic check sees the exit."""
+    if not hasattr(os, "waitid"):
+        return
+
+    def wait() -> None:
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        except OSError:  # ChildProcessError: Child.finish reaped it first
+            pass
+        wake.set()
+
+    threading.Thread(target=wait, name=f"exit-{proc.pid}", daemon=True).start()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -549,7 +578,7 @@ def read_backtest_result(report_dir: Path) -> Optional[dict[str, Any]]:
 class _Live:
     job: LiveJob
     thread: Optional[threading.Thread] = None
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: RunStop = field(default_factory=RunStop)
     replaced: bool = False
     child: Optional[Child] = None
     status: dict[str, Any] = field(default_factory=dict)
@@ -558,7 +587,7 @@ class _Live:
 @dataclass
 class _Backtest:
     job: BacktestJob
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: RunStop = field(default_factory=RunStop)
     child: Optional[Child] = None
     stop_reason: Optional[str] = None
     started: bool = False  # a worker took it from the queue
@@ -824,12 +853,17 @@ class Runner:
                                         "result": result})
 
     def _watch(
-        self, child: Child, limits: RunLimits, stop: threading.Event, *, deadline: bool
+        self, child: Child, limits: RunLimits, stop: RunStop, *, deadline: bool
     ) -> tuple[int, Optional[str]]:
-        """Wait for a child, enforcing the limits; return (exit code, reason it was stopped or None)."""
+        """Wait for a child, enforcing the limits; return (exit code, reason it was stopped or None).
+
+        Its exit and a stop request end the wait at once (both set ``stop.wake``);
+        memory and time are checked every _POLL seconds meanwhile."""
         ram_bytes = limits.ram * (1 << 20) if limits.ram else None
         ends = time.monotonic() + limits.timeout if deadline and limits.timeout else None
         reason: Optional[str] = None
+        stop.wake.clear()  # a wake left by an earlier child of this run; every check below runs anyway
+        _wake_on_exit(child.proc, stop.wake)
         while not _exited(child.proc):
             if stop.is_set():
                 child.stop(self.grace)
@@ -842,7 +876,8 @@ class Runner:
                 reason = f"stopped: exceeded the plan's memory limit of {limits.ram} MB"
                 _signal_group(child.pid, signal.SIGKILL)
                 break
-            stop.wait(_POLL)
+            stop.wake.wait(_POLL)
+            stop.wake.clear()  # cleared before the checks above run again, so no wake is lost
         code = child.finish()
         if reason is None and code != 0 and ram_bytes is not None and "MemoryError" in child.log.tail(2000):
             reason = f"stopped: exceeded the plan's memory limit of {limits.ram} MB (MemoryError)"

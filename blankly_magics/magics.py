@@ -376,7 +376,8 @@ class BlanklyMagics(Magics, Configurable):
     @argument("--project", metavar="ID_OR_NAME", help="project to use (default: your personal project)")
     @argument(
         "--model", metavar="ID_OR_NAME",
-        help="model to add a version to (default: the one this notebook deployed last, else a new one)",
+        help="model to add a version to (default: the one this notebook deployed last, or the one its last "
+        "unanswered upload made, else a new one)",
     )
     @argument("--plan", help="plan (default: BlanklyMagics.plan_backtest / plan_live, else the server's first)")
     @argument("--python", metavar="X.Y", help="Python version to run with (default: this kernel's)")
@@ -461,8 +462,8 @@ class BlanklyMagics(Magics, Configurable):
         assert session is not None
         target = f"model {name} ({model_id})" if model_id else f"a new model {name!r}"
         print(f"Uploading to {target} on {session.url} for a {'backtest' if args.backtest else 'deploy'}...")
-        result = self._upload(session, bundle, args, hint, name=name, model_id=model_id, project_id=project_id,
-                              python_version=python, backtest_args=backtest_args)
+        result = self._upload(session, bundle, args, hint, found, name=name, model_id=model_id,
+                              project_id=project_id, python_version=python, backtest_args=backtest_args)
         if result is None or not args.backtest:
             if result is not None:
                 self._remember(found, session, result.model_id, project_id, name)
@@ -479,33 +480,69 @@ class BlanklyMagics(Magics, Configurable):
         return self._wait(session, backtest_id, hint)
 
     def _upload(
-        self, session: Any, bundle: Any, args: argparse.Namespace, hint: str, *, backtest_args: Optional[dict],
-        **target: Any,
+        self, session: Any, bundle: Any, args: argparse.Namespace, hint: str, found: Any, *,
+        backtest_args: Optional[dict], **target: Any,
     ) -> Any:
         """Upload with a progress bar: the server's answer for a backtest, a DeployResult
-        for a deploy, or None when the user interrupted it."""
+        for a deploy, or None when the user interrupted it.
+
+        An upload that makes a new model is first noted in the side file (runs.remember_pending),
+        so that if its answer never comes, the model it made is found again, not made twice."""
         from . import runs
 
         kind = "backtest" if args.backtest else "deploy"
         progress = UploadProgress(self.shell, label=f"{kind} upload")
         plan = args.plan or (self.plan_backtest if args.backtest else self.plan_live)
+
+        def note_pending(sha256: str) -> None:
+            try:
+                runs.remember_pending(found.path, session.url, target["name"], target.get("project_id"), sha256)
+            except OSError:
+                pass  # a read-only folder: the model is still remembered (or said not to be) once it answers
+
+        before = note_pending if not target.get("model_id") else None
         try:
             with expected_errors(hint):
                 if args.backtest:
                     return runs.submit_backtest(session, bundle, plan=plan, description=args.message or "",
-                                                backtest_args=backtest_args, progress=progress, **target)
+                                                backtest_args=backtest_args, progress=progress,
+                                                before_upload=before, **target)
                 return runs.submit_deploy(session, bundle, plan=plan, version_description=args.message or "",
-                                          progress=progress, **target)
+                                          progress=progress, before_upload=before, **target)
         except KeyboardInterrupt:
             progress.close()
             if progress.finished:
-                print("Interrupted after the upload was sent: the server may have stored it; check with "
-                      f"%blankly versions --model {target.get('model_id') or target.get('name')}")
+                self._interrupted_after_upload(session, bundle, found, args.backtest, target)
             else:
                 print("Upload interrupted: nothing was stored on the server.")
             return None
         finally:
             progress.close()
+
+    def _interrupted_after_upload(self, session: Any, bundle: Any, found: Any, backtest: bool, target: dict) -> None:
+        """Say what the server holds after an interrupt that came once the zip was sent; when it
+        made a new model, find that model (named as asked, holding this very zip) and remember it."""
+        from . import runs
+
+        name, model_id, project_id = target["name"], target.get("model_id"), target.get("project_id")
+        head = "Interrupted after the upload was sent: the server may have stored it"
+        if model_id:
+            print(f"{head} as a new version of model {name} ({model_id}); check with %blankly versions --model {model_id}")
+            return
+        try:
+            model = runs.find_uploaded_model(session.client, name, bundle.sha256, project_id)
+        except (Exception, KeyboardInterrupt):  # the server gone, or a second interrupt: the next deploy looks again
+            model = None
+        if model is None:
+            print(f"{head}; check with %blankly versions --model {name}. If it did, the next %%blankly_deploy of "
+                  f"this notebook adds a version to that model (the one named {name!r} holding this very upload) "
+                  f"instead of making a second {name!r}.")
+            return
+        found_id = runs.model_id_of(model)
+        self._remember(found, session, found_id, project_id, name)
+        see = f"%blankly backtests --model {found_id}" if backtest else f"%blankly status --model {found_id}"
+        print(f"Interrupted after the upload was sent: the server stored it as model {name} ({found_id}), version "
+              f"{model.get('versionId')}; running the cell again adds a version to that model. Check it with {see}")
 
     def _show_script(self, bundle: Any) -> None:
         """The generated script, folded, in a notebook; the way to get it, anywhere."""
@@ -539,17 +576,35 @@ class BlanklyMagics(Magics, Configurable):
             model = runs.resolve_model(client, args.model, project_id)
             return runs.model_id_of(model), model.get("projectId") or project_id, str(model.get("name") or name)
         last = runs.remembered_model(found.path, session.url)
-        if last is None or (args.name and args.name != last.get("name")):
-            return None, project_id, name
-        if project_id and project_id != last.get("projectId"):
-            return None, project_id, name
-        try:
-            model = client.model_details(last["modelId"], last.get("projectId"))
-        except Exception as exc:  # deleted since (404): deploy as a new model
-            if getattr(exc, "status", None) == 404:
-                return None, project_id, name
-            raise
-        return last["modelId"], model.get("projectId") or last.get("projectId"), str(model.get("name") or name)
+        if last is not None and not (args.name and args.name != last.get("name")) \
+                and not (project_id and project_id != last.get("projectId")):
+            try:
+                model = client.model_details(last["modelId"], last.get("projectId"))
+            except Exception as exc:  # deleted since (404): deploy as a new model
+                if getattr(exc, "status", None) != 404:
+                    raise
+            else:
+                return last["modelId"], model.get("projectId") or last.get("projectId"), str(model.get("name") or name)
+        return self._unanswered_upload_model(session, found, name, project_id), project_id, name
+
+    def _unanswered_upload_model(self, session: Any, found: Any, name: str, project_id: Optional[str]) -> Optional[str]:
+        """Before making a new model: the model this notebook's last upload made if its answer never
+        came (an interrupt, a dead kernel). The rule: same notebook and server, same name and project,
+        and the model holds that exact zip (sha256); a model merely sharing the name is never taken."""
+        from . import runs
+
+        pending = runs.pending_upload(found.path, session.url)
+        if pending is None or pending["name"] != name or (pending.get("projectId") or None) != (project_id or None):
+            return None
+        model = runs.find_uploaded_model(session.client, name, pending["sha256"], project_id)
+        if model is None:
+            return None  # the server never stored it: a new model after all
+        model_id = runs.model_id_of(model)
+        sent = runs.when_text(pending.get("sentAt"))
+        print(f"Note: the upload sent at {sent} that got no answer made model {name} ({model_id}) on the server: "
+              f"adding a version to it instead of making a second {name!r}")
+        self._remember(found, session, model_id, project_id, name)
+        return model_id
 
     def _remember(self, found: Any, session: Any, model_id: str, project_id: Optional[str], name: str) -> None:
         from . import runs

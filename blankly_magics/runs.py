@@ -4,7 +4,8 @@ The plain-Python layer the magics and the panel share: no IPython, no widgets.
 Everything takes a signed-in ``session`` (``session.client`` is a
 DeploymentClient, ``session.url`` its server) and a built ``Bundle``.
 It also remembers, in a small side file next to the notebook, which model a
-notebook deployed last on which server, so the next deploy adds a version to it.
+notebook deployed last on which server, so the next deploy adds a version to it,
+and which upload to a new model is still unanswered (see find_uploaded_model).
 """
 from __future__ import annotations
 
@@ -153,9 +154,10 @@ def _id(record: dict, *keys: str) -> str:
     return ""
 
 
-def _pick(records: list, ref: str, kind: str, id_key: str, where: str) -> dict:
+def _pick(records: list, ref: str, kind: str, id_key: str, where: str, listing: str) -> dict:
     """The record whose id is ``ref``, else the one named ``ref`` exactly, then
-    case-insensitively; a RunError listing what there is otherwise."""
+    case-insensitively; a RunError listing what there is otherwise. A name several
+    records share is never settled by picking one: the error lists their ids."""
     for record in records:
         if ref in (_id(record, id_key), _id(record, "id")):
             return record
@@ -164,16 +166,33 @@ def _pick(records: list, ref: str, kind: str, id_key: str, where: str) -> dict:
         if len(named) == 1:
             return named[0]
         if len(named) > 1:
-            ids = ", ".join(_id(r, id_key, "id") for r in named)
-            raise RunError(f"several {kind}s are named {ref!r} ({ids}); pass --{kind} with an id")
+            ids = ", ".join(f"{_id(r, id_key, 'id')} (created {when_text(r.get('createdAt'))})" for r in named)
+            raise RunError(f"several {kind}s are named {ref!r}{where}: {ids}; pass --{kind} with one of these ids")
     known = ", ".join(f"{r.get('name')} ({_id(r, id_key, 'id')})" for r in records[:20]) or "none"
-    raise RunError(f"no {kind} {ref!r}{where} {known}")
+    raise RunError(f"no {kind} {ref!r}{where}; {listing} {known}")
+
+
+def _when(value: Any) -> float:
+    """A createdAt (epoch seconds, or ISO text from another server) as epoch seconds; 0 if unreadable."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    stamp = _iso(value)
+    try:
+        return stamp.timestamp() if stamp is not None else 0.0
+    except (OverflowError, OSError, ValueError):
+        return 0.0
+
+
+def when_text(value: Any) -> str:
+    """A createdAt (or any stamp _when reads) as local 'YYYY-MM-DD HH:MM:SS' for messages."""
+    seconds = _when(value)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else str(value or "?")
 
 
 def resolve_project(client: Any, ref: str) -> dict:
     """A project by id, else by exact name (then case-insensitive)."""
     projects = [p for p in client.projects() if isinstance(p, dict)]
-    return _pick(projects, ref, "project", "projectId", "; your projects:")
+    return _pick(projects, ref, "project", "projectId", "", "your projects:")
 
 
 def resolve_model(client: Any, ref: str, project_id: Optional[str] = None) -> dict:
@@ -185,7 +204,7 @@ def resolve_model(client: Any, ref: str, project_id: Optional[str] = None) -> di
         project_ids = [_id(p, "projectId", "id") for p in client.projects() if isinstance(p, dict)]
     models = [m for pid in project_ids for m in client.models(pid) if isinstance(m, dict)]
     where = f" in project {project_id}" if project_id else " in your projects"
-    return _pick(models, ref, "model", "modelId", f"{where}; models:")
+    return _pick(models, ref, "model", "modelId", where, "models:")
 
 
 def model_id_of(model: dict) -> str:
@@ -212,26 +231,82 @@ def _read_side(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _section(data: dict, name: str) -> dict:
+    section = data.get(name)
+    return section if isinstance(section, dict) else {}
+
+
 def remembered_model(notebook: Optional[Path], url: str) -> Optional[dict]:
     """{"modelId", "projectId", "name"} this notebook last deployed to ``url``, or None."""
-    entry = (_read_side(_side_file(notebook)).get("models") or {}).get(_side_key(notebook, url))
+    entry = _section(_read_side(_side_file(notebook)), "models").get(_side_key(notebook, url))
     return entry if isinstance(entry, dict) and entry.get("modelId") else None
 
 
 def remember_model(
     notebook: Optional[Path], url: str, model_id: str, project_id: Optional[str] = None, name: Optional[str] = None
 ) -> Path:
-    """Record the model in the side file (write to a temp file, then os.replace)."""
+    """Record the model in the side file (write to a temp file, then os.replace); the
+    notebook's unanswered upload, if any, is settled by it."""
     path = _side_file(notebook)
     data = _read_side(path)
-    models = data.get("models") if isinstance(data.get("models"), dict) else {}
-    models[_side_key(notebook, url)] = {
+    key = _side_key(notebook, url)
+    models = _section(data, "models")
+    models[key] = {
         "modelId": model_id,
         "projectId": project_id,
         "name": name,
         "updatedAt": time.time(),
     }
     data["models"] = models
+    pending = _section(data, "pending")
+    if pending.pop(key, None) is not None:
+        data["pending"] = pending
+    return _write_side(path, data)
+
+
+def remember_pending(
+    notebook: Optional[Path], url: str, name: str, project_id: Optional[str], sha256: str
+) -> Path:
+    """Record an upload to a NEW model named ``name`` before it is sent: if its answer
+    never arrives (an interrupt, a dead kernel), the next deploy can find the model
+    it created with find_uploaded_model instead of making a second one."""
+    path = _side_file(notebook)
+    data = _read_side(path)
+    pending = _section(data, "pending")
+    pending[_side_key(notebook, url)] = {
+        "name": name, "projectId": project_id, "sha256": sha256, "sentAt": time.time(),
+    }
+    data["pending"] = pending
+    return _write_side(path, data)
+
+
+def pending_upload(notebook: Optional[Path], url: str) -> Optional[dict]:
+    """{"name", "projectId", "sha256", "sentAt"} of this notebook's unanswered upload to a new model, or None."""
+    entry = _section(_read_side(_side_file(notebook)), "pending").get(_side_key(notebook, url))
+    return entry if isinstance(entry, dict) and entry.get("sha256") and entry.get("name") else None
+
+
+def find_uploaded_model(client: Any, name: str, sha256: str, project_id: Optional[str] = None) -> Optional[dict]:
+    """The model an unanswered upload created: named exactly ``name``, in ``project_id``
+    (None: the personal project), holding a version whose zip has this ``sha256``.
+
+    Only that exact upload counts, so a model of the same name made from other cells
+    (another notebook, an older strategy) is never taken over. Should several hold it,
+    the one whose matching version is newest. The model comes back with that version's
+    "versionId"; None when the server holds no such upload."""
+    best: Optional[tuple[float, dict]] = None
+    for model in client.models(project_id):
+        if not isinstance(model, dict) or model.get("name") != name:
+            continue
+        for version in client.versions(model_id_of(model)):
+            if isinstance(version, dict) and version.get("sha256") == sha256:
+                when = _when(version.get("createdAt"))
+                if best is None or when > best[0]:
+                    best = (when, dict(model, versionId=version.get("versionId")))
+    return best[1] if best else None
+
+
+def _write_side(path: Path, data: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".blankly_magics.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -288,15 +363,19 @@ def submit_backtest(
     backtest_args: Optional[dict] = None,
     python_version: Optional[str] = None,
     progress: Optional[Progress] = None,
+    before_upload: Optional[Callable[[str], None]] = None,
 ) -> dict:
     """Upload the bundle as a new version and queue a backtest: the server's answer
-    ({"modelId", "versionId", "backtestId", ...}). ``backtest_args`` None -> blankly.json's."""
+    ({"modelId", "versionId", "backtestId", ...}). ``backtest_args`` None -> blankly.json's.
+    ``before_upload(sha256 of the zip)`` runs once the zip is written, just before it is sent."""
     client = session.client
     if backtest_args is None:
         backtest_args = dict((getattr(bundle, "manifest", None) or {}).get("backtest_args") or {})
     fields = _upload_fields(client, bundle, "backtesting", plan, python_version, name=name, model_id=model_id,
                             project_id=project_id, description=description, progress=progress)
     with zip_on_disk(bundle) as path:
+        if before_upload is not None:
+            before_upload(bundle.sha256)  # known from writing the zip: no second render
         return client.backtest(path, backtest_args=backtest_args, **fields)
 
 
@@ -312,14 +391,17 @@ def submit_deploy(
     version_description: str = "",
     python_version: Optional[str] = None,
     progress: Optional[Progress] = None,
+    before_upload: Optional[Callable[[str], None]] = None,
 ) -> DeployResult:
-    """Upload the bundle as a new version and run it live."""
+    """Upload the bundle as a new version and run it live (``before_upload`` as for submit_backtest)."""
     client = session.client
     manifest = getattr(bundle, "manifest", None) or {}
     schedule = (manifest.get("screener") or {}).get("schedule") if manifest.get("type") == "screener" else None
     fields = _upload_fields(client, bundle, "live", plan, python_version, name=name, model_id=model_id,
                             project_id=project_id, description=description, progress=progress)
     with zip_on_disk(bundle) as path:
+        if before_upload is not None:
+            before_upload(bundle.sha256)
         answer = client.deploy(path, version_description=version_description, schedule=schedule, **fields)
     deployed = str(answer.get("modelId") or model_id or "")
     return deployment_result(session, deployed, answer=answer, name=name)

@@ -392,6 +392,24 @@ def test_expired_id_token_is_exchanged_again_then_a_revoked_token_says_sign_in(c
     assert "refused the refresh token" in message and "sign in again with %blankly_login" in message
 
 
+def test_a_model_name_two_models_share_is_refused_with_both_ids(cells, alice, rsi_notebook):
+    # Never one of them picked silently: every --model lookup says which ids there are.
+    client = sessions.current().client
+    first = client.create_model("twin")["modelId"]
+    second = client.create_model("twin")["modelId"]
+    message = cells.fails("%blankly versions --model twin")
+    assert message.startswith("several models are named 'twin' in your projects: ")
+    assert message.endswith("; pass --model with one of these ids")
+    assert f"{first} (created " in message and f"{second} (created " in message
+    for line in ("status --model twin", "backtests --model twin", "logs --model twin", "stop --model twin"):
+        assert cells.fails(f"%blankly {line}") == message
+    assert cells.fails(f"%%blankly_deploy --notebook {rsi_notebook} --model twin\n{RSI_ENTRY}") == message
+    assert cells.fails("%blankly versions --model TWIN").startswith("several models are named 'TWIN' in your projects: ")
+    in_project = cells.fails(f"%blankly versions --model twin --project {client.user_id}")
+    assert in_project.startswith(f"several models are named 'twin' in project {client.user_id}: ")
+    assert cells.run(f"%blankly versions --model {second}").endswith(f"Versions of model {second}: none\n")
+
+
 # ------------------------------------------------------------ backtests and deployments
 
 

@@ -459,6 +459,75 @@ def test_a_live_model_runs_logs_and_is_killed(runner: Runner, recorder: Recorder
     assert runner.kill("live1") is False
 
 
+PRIVATE_MODEL = (
+    "import os, subprocess, time\n"
+    "rows = open('data/prices.csv').read().splitlines()\n"  # its own unpacked files, read back
+    "ran = subprocess.run(['./tool.sh'], capture_output=True, text=True).stdout.strip()\n"
+    "open('written_by_model.txt', 'w').write('x')\n"
+    "open(os.path.join(os.environ['BLANKLY_MAGICS_REPORT_DIR'], 'note.json'), 'w').write('{}')\n"
+    "print('ready', len(rows), ran, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def _modes(root: Path) -> dict[str, str]:
+    """Every folder and file under ``root`` with its permission bits, e.g. {"live/m/output.log": "0o600"}."""
+    return {p.relative_to(root).as_posix() or ".": oct(p.lstat().st_mode & 0o7777)
+            for p in [root, *root.rglob("*")]}
+
+
+def test_everything_the_runner_writes_is_private_and_the_model_still_reads_and_runs_its_copy(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    zip_path = model_zip(tmp_path / "private.zip", PRIVATE_MODEL, prices=False, files={"data/prices.csv": "a\nb\n"})
+    with zipfile.ZipFile(zip_path, "a") as zf:  # an executable entry, as zip -X keeps it: rwxr-xr-x
+        tool = zipfile.ZipInfo("model/tool.sh")
+        tool.external_attr = 0o100755 << 16
+        zf.writestr(tool, "#!/bin/sh\necho tool-ran\n")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)  # the store makes it 0700; the runner makes what is inside
+    old_umask = os.umask(0o022)  # the usual one: the runner must not rely on the server's umask
+    try:
+        runner = Runner(data, recorder.on_backtest, recorder.on_live, max_workers=1, grace=2.0)
+        runner.start()
+        try:
+            runner.deploy(live_job(zip_path, model_id="priv"))
+            recorder.wait(lambda: "ready 2 tool-ran" in _read(runner.live_log("priv")))
+            live = _modes(data / "runs")  # while it runs: pid file and unpacked model there
+            runner.submit_backtest(job(tmp_path, "bt-priv", model_zip(tmp_path / "bt.zip", "print('hi')\n",
+                                                                      prices=False), {"to": "1y"}))
+            assert recorder.wait_backtest("bt-priv")["status"] == "failed"  # no Blankly backtest in it
+            runner.kill("priv")
+        finally:
+            runner.shutdown()
+    finally:
+        os.umask(old_umask)
+    assert live["pids/live-priv.json"] == "0o600"
+    assert live["live/priv/model/tool.sh"] == "0o700"  # the owner may still run it (it did, above)
+    for name in ("output.log", "report/note.json", "model/bot.py", "model/data/prices.csv",
+                 "model/written_by_model.txt"):
+        assert live[f"live/priv/{name}"] == "0o600", name
+    done = _modes(data / "runs")
+    assert done["backtests/bt-priv/output.log"] == "0o600" and "backtests/bt-priv/report" in done
+    for modes in (live, done):
+        loose = {name: mode for name, mode in modes.items()
+                 if mode != ("0o700" if (data / "runs" / name).is_dir() or name.endswith("tool.sh") else "0o600")}
+        assert loose == {}, loose
+    assert oct((data / "envs").stat().st_mode & 0o777) == "0o700"
+
+
+def test_an_older_runners_open_folders_are_closed_at_start(recorder: Recorder, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for folder in ("runs/backtests", "runs/live", "runs/pids"):
+        (data / folder).mkdir(parents=True)
+        os.chmod(data / folder, 0o755)
+    os.chmod(data / "runs", 0o755)
+    runner = Runner(data, recorder.on_backtest, recorder.on_live, max_workers=1)
+    runner.start()
+    runner.shutdown()
+    assert set(_modes(data / "runs").values()) == {"0o700"}
+
+
 def test_a_redeploy_replaces_the_running_process(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
     zip_path = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
     runner.deploy(live_job(zip_path, version_id="v1"))
@@ -613,3 +682,4 @@ def test_a_huge_log_keeps_its_start_and_end(tmp_path: Path) -> None:
     assert (tmp_path / "output.log").stat().st_size <= 64 * 1024
     assert text.startswith("FIRST LINE\n") and text.endswith("LAST LINE\n")
     assert "bytes of output dropped here" in text
+    assert oct((tmp_path / "output.log").stat().st_mode & 0o777) == "0o600"  # rewritten, still private

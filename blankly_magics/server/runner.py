@@ -13,6 +13,12 @@ Layout under ``data_dir/runs``::
     backtests/<backtest_id>/model/        the unpacked version (removed after the run)
     live/<model_id>/...                    the same for the model's live run (fresh per deploy)
     pids/<kind>-<id>.json                  one per running child
+
+Everything the runner creates there is private whatever the server's umask: folders
+0700 and files 0600, set when each is created (the unpacked model is tightened the
+same way, keeping only the owner's executable bit), and children start with umask
+077, so what a model or the hook writes is private too. The children run as the
+server's user, so they still read (and run) their own copy.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import queue
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -61,6 +68,54 @@ _OWN_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "__PYVE
 STOPPED = "stop"  # _watch's reason when the run's stop event was set
 CANCELLED = "cancelled by the user"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+CHILD_UMASK = 0o077  # what a model (or the hook in it) writes is its owner's only
+
+
+# ---------------------------------------------------------------- private files
+
+def private_dir(path: Path) -> Path:
+    """``mkdir -p`` where every folder made is 0700, and ``path`` itself 0700 even if it existed.
+
+    Folders above ``path`` that already exist are left as they are (the data dir is
+    the store's); chmod after mkdir because mkdir's mode goes through the umask."""
+    path = Path(path)
+    missing = []
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # made by another thread meanwhile: tightened below all the same
+            pass
+        os.chmod(folder, PRIVATE_DIR)
+    os.chmod(path, PRIVATE_DIR)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """A file descriptor on ``path``, created 0600 (fchmod too: the umask can only take bits away)."""
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_private_tree(root: Path) -> None:
+    """Folders 0700 and files 0600 under ``root`` (0700 for a file its owner may run), symlinks untouched."""
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, PRIVATE_DIR)
+        for name in files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(path, PRIVATE_FILE | (mode & stat.S_IXUSR))
 
 
 @dataclass(frozen=True)
@@ -121,8 +176,8 @@ class LogSink:
         self.dropped = 0
         self._lock = threading.Lock()
         self._readers: list[threading.Thread] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
+        private_dir(self.path.parent)
+        os.close(open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
 
     def write(self, data: bytes | str) -> None:
         if isinstance(data, str):
@@ -153,7 +208,7 @@ class LogSink:
             f"under {self.max_bytes // (1 << 20) or 1} MB]\n"
         ).encode()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with os.fdopen(open_private(tmp), "wb") as fh:
             fh.write(head + marker + tail)
         os.replace(tmp, self.path)
 
@@ -392,6 +447,7 @@ def spawn(
         stderr=subprocess.STDOUT,
         start_new_session=True,
         close_fds=True,
+        umask=CHILD_UMASK,
     )
     log.attach(proc.stdout)
     try:
@@ -417,10 +473,15 @@ def write_pid_record(pid_file: Path, pid: int, token: str, record: dict[str, Any
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with os.fdopen(open_private(tmp), "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def reap_leftovers(pids_dir: Path) -> list[dict[str, Any]]:
@@ -522,7 +583,12 @@ def prepare(
     model_dir = run_dir / "model"
     try:
         info = inspect_model_zip(zip_path)
+        # Made 0700 first, so nobody else can look in while the zip is unpacked;
+        # safe_extract creates with the umask (and keeps group/other bits of a zip's
+        # executable entries), so the copy is tightened once it is all there.
+        private_dir(model_dir)
         safe_extract(zip_path, model_dir)
+        make_private_tree(model_dir)
     except ZipRejected as exc:
         raise RunFailed(f"the model zip cannot be run: {exc.message}") from None
     except FileNotFoundError:
@@ -540,6 +606,7 @@ def prepare(
             write_pid_record(pid_file, proc.pid, token, {"kind": "env"})
             return lambda: pid_file.unlink(missing_ok=True)
 
+        private_dir(envs_dir)  # venvs are built in 0700 temp folders inside it
         interpreter = envs.select_python(
             python_version, model_dir / info.requirements, envs_dir, log=log.write,
             stop=stop, track=track, env_extra={RUN_TOKEN_VAR: token},
@@ -643,6 +710,8 @@ class Runner:
         if self._workers:
             return
         self._closing.clear()
+        for folder in (self._runs, self._runs / "backtests", self._runs / "live", self._pids):
+            private_dir(folder)  # also tightens folders an older server made with the umask
         for leftover in reap_leftovers(self._pids):
             kind, ident = leftover.get("kind"), leftover.get("id")
             if kind == "backtest" and ident:
@@ -790,8 +859,7 @@ class Runner:
         shutil.rmtree(run_dir, ignore_errors=True)
         log = LogSink(run_dir / LOG_NAME, self.log_max_bytes)
         self._report_backtest(job.backtest_id, {"status": "running", "started_at": time.time()})
-        report_dir = run_dir / "report"
-        report_dir.mkdir()
+        report_dir = private_dir(run_dir / "report")
         try:
             prep = prepare(run_dir, job.zip_path, job.python_version, self._envs, log,
                            stop=run.cancelled, pid_file=self._pids / f"env-{job.backtest_id}.json")
@@ -942,7 +1010,7 @@ class Runner:
         run_dir = self._runs / "live" / job.model_id
         shutil.rmtree(run_dir, ignore_errors=True)
         log = LogSink(run_dir / LOG_NAME, self.log_max_bytes)
-        (run_dir / "report").mkdir()
+        private_dir(run_dir / "report")
         try:
             prep = prepare(run_dir, job.zip_path, job.python_version, self._envs, log,
                            stop=live.stop, pid_file=self._pids / f"env-live-{job.model_id}.json")

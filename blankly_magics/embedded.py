@@ -56,8 +56,8 @@ def data_home() -> Path:
 def _dir(data_dir: PathArg) -> Path:
     path = Path(data_dir).expanduser() if data_dir is not None else data_home()
     try:
-        if not path.exists():
-            path.mkdir(parents=True, mode=0o700)  # holds tokens and users' models: owner only
+        # exist_ok: two kernels may create it at the same moment (both then share one server).
+        path.mkdir(parents=True, mode=0o700, exist_ok=True)  # holds tokens and users' models: owner only
     except OSError as exc:
         raise EmbeddedServerError(
             f"cannot create the local server's data dir {path}: {exc.strerror}; "

@@ -71,7 +71,10 @@ def test_two_kernels_starting_at_once_share_one_server(data_dir):
         subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    pids = {int(p.communicate(timeout=120)[0].strip()) for p in procs}
+    # Wait for both before reading either, so a failure cannot leave a server starting unseen.
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    pids = {int(out) for out in outs}
     assert len(pids) == 1
     assert ensure_local_server(data_dir).pid in pids
 

@@ -304,6 +304,38 @@ def test_server_killed_mid_upload_the_client_says_so_and_a_retry_after_restart_s
                 "version or temp file; the retry stores the zip byte for byte", survived=1)
 
 
+def test_every_upload_answered_before_a_sigkill_is_there_after_the_restart(server_factory, tmp_path):
+    """The database commits without waiting for the disk (WAL, synchronous=NORMAL): that
+    is safe from a killed process, which this checks, not from a power cut."""
+    server = server_factory()
+    zips = [write_model_zip(tmp_path / f"m{i}.zip", files={"bot.py": f"print({i})\n"}) for i in range(4)]
+    zips.append(big_zip(tmp_path / "big.zip", 1))  # received on disk, not in memory
+    answered: list[tuple[dict, Path]] = []
+
+    def send(zip_path: Path) -> None:
+        for _ in range(5):
+            answered.append((upload(server, "/model/upload", zip_path), zip_path))
+
+    threads = [threading.Thread(target=send, args=(z,)) for z in zips]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    server.kill()  # at once, after the last answer
+    server.start()
+    assert integrity(server.data_dir) == "ok"
+    assert len(answered) == 25 and not tmp_files(server)
+    for answer, zip_path in answered:
+        versions = server.request("GET", "/model/versions", params={"modelId": answer["modelId"]}).json()
+        assert answer["versionId"] in {v["versionId"] for v in versions}
+        stored = server.data_dir / "versions" / f"{answer['versionId']}.zip"
+        assert stored.read_bytes() == zip_path.read_bytes()
+    assert len(list((server.data_dir / "versions").iterdir())) == 25
+    record("faults", "server SIGKILLed right after 25 answered uploads from 5 threads",
+           what="after the restart every answered version is listed and its zip is byte for byte the "
+                "upload; integrity_check ok; no stray file", survived=1)
+
+
 def test_a_crash_then_a_stop_during_recovery_leaves_one_live_process_and_no_orphans(server_factory, tmp_path):
     server = server_factory()
     live = upload(server, "/model/deploy", write_model_zip(tmp_path / "t.zip", files={"bot.py": TICKER}), plan="nano")
@@ -412,19 +444,26 @@ def _interrupt_main_when(check: Callable[[], Any], timeout: float = 120) -> thre
     return thread
 
 
+def sign_in_through_a_proxy(cells: Cells, server: ServerHandle, fault_proxy, monkeypatch) -> tuple[FaultProxy, str]:  # noqa: F811
+    """alice signed in to ``server`` through a new FaultProxy: (the proxy, her refresh token)."""
+    proxy = fault_proxy(server)
+    token = server.refresh_token("alice")
+    cells.secrets.add(token)
+    monkeypatch.setenv("ALICE_TOKEN", token)
+    assert cells.run(f"%blankly_login --url {proxy.url} --token-env ALICE_TOKEN") == f"Signed in to {proxy.url} as alice\n"
+    return proxy, token
+
+
 def test_interrupting_deploy_mid_upload_and_after_it_says_what_the_server_holds(
     cells: Cells, local_server: ServerHandle, fault_proxy, tmp_path, monkeypatch  # noqa: F811
 ):
-    proxy = fault_proxy(local_server)
-    token = local_server.refresh_token("alice")
-    cells.secrets.add(token)
-    monkeypatch.setenv("ALICE_TOKEN", token)
     kernel_tmp = tmp_path / "kernel-tmp"
     kernel_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(kernel_tmp))  # where runs puts the zip it uploads
-    assert cells.run(f"%blankly_login --url {proxy.url} --token-env ALICE_TOKEN") == f"Signed in to {proxy.url} as alice\n"
+    proxy, _ = sign_in_through_a_proxy(cells, local_server, fault_proxy, monkeypatch)
     nb = write_notebook(tmp_path / "big.ipynb", ["import time\n"])
-    (tmp_path / "blob.bin").write_bytes(os.urandom(3 << 20))
+    # 8 MB: well past what loopback socket buffers take at once (2.6 MB seen), so step 1 is mid-upload
+    (tmp_path / "blob.bin").write_bytes(os.urandom(8 << 20))
     cell = f"%%blankly_deploy --notebook {nb} --include {tmp_path / 'blob.bin'} --name big -m v1\nprint('done')"
     before = local_server.snapshot()
 
@@ -440,27 +479,85 @@ def test_interrupting_deploy_mid_upload_and_after_it_says_what_the_server_holds(
 
     # 2. after the upload: the server stored it, its answer is held back by the proxy
     proxy.set_mode("hold")
-
-    def stored() -> bool:
-        return any(m["name"] == "big" for m in local_server.request("GET", "/model/status").json())
-
-    watcher = _interrupt_main_when(stored)
+    watcher = _interrupt_main_when(lambda: stored_models(local_server, "big"))
     out = cells.run(cell)
     watcher.join(5)
-    assert ("Interrupted after the upload was sent: the server may have stored it; "
-            "check with %blankly versions --model big") in out, out
+    (model_id,) = stored_models(local_server, "big")
+    version_id = local_server.request("GET", "/model/versions", params={"modelId": model_id}).json()[0]["versionId"]
+    assert (f"Interrupted after the upload was sent: the server stored it as model big ({model_id}), version "
+            f"{version_id}; running the cell again adds a version to that model. "
+            f"Check it with %blankly status --model {model_id}") in out, out
     proxy.set_mode("pass")
-    listing = cells.run("%blankly versions --model big")
+    listing = cells.run(f"%blankly versions --model {model_id}")
     assert "v1" in listing  # what the message pointed to is really there
     assert not list(kernel_tmp.iterdir())
 
-    # 3. and running the cell again simply works
+    # 3. and running the cell again adds a version to that model: no second model named big
     out = cells.run(cell)
-    assert "Uploading to" in out and "UsageError" not in out, out
+    assert f"Uploading to model big ({model_id})" in out and "UsageError" not in out, out
+    assert stored_models(local_server, "big") == [model_id]
+    assert len(local_server.request("GET", "/model/versions", params={"modelId": model_id}).json()) == 2
     record("faults", "kernel interrupt (SIGINT) during %%blankly_deploy: mid-upload and while awaiting the answer",
-           what="mid-upload: 'nothing was stored' and the server holds nothing; after the upload: "
-                "'may have stored it; check with %blankly versions', which lists it; the cell then runs again",
+           what="mid-upload: 'nothing was stored' and the server holds nothing; after the upload: the model it "
+                "made is named with its id and remembered; running the cell again adds a version to it, "
+                "no second model of that name",
            survived=2)
+
+
+def stored_models(server: ServerHandle, name: str) -> list[str]:
+    """Ids of alice's models named ``name`` that hold at least one stored version."""
+    return [m["modelId"] for m in server.request("GET", "/model/status").json()
+            if m["name"] == name
+            and server.request("GET", "/model/versions", params={"modelId": m["modelId"]}).json()]
+
+
+def test_interrupt_whose_lookup_fails_the_next_deploy_still_finds_the_model_by_its_upload(
+    cells: Cells, local_server: ServerHandle, fault_proxy, tmp_path, monkeypatch  # noqa: F811
+):
+    proxy, token = sign_in_through_a_proxy(cells, local_server, fault_proxy, monkeypatch)
+    # Another notebook's model of the same name: it must never be taken over.
+    with DeploymentClient(local_server.url, token) as other_client:
+        (other,) = [other_client.upload(write_model_zip(tmp_path / "other.zip"), name="big")["modelId"]]
+    nb = write_notebook(tmp_path / "big.ipynb", ["import time\n"])
+    cell = f"%%blankly_deploy --notebook {nb} --name big -m v1\nprint('done')"
+
+    # The answer is held; once the server stored the upload, the next connection (the
+    # lookup the interrupt makes) gets no answer either, as if the server went away.
+    proxy.set_mode("hold")
+
+    def stored_then_cut() -> bool:
+        if len(stored_models(local_server, "big")) < 2:
+            return False
+        proxy.script.append("silent")
+        return True
+
+    watcher = _interrupt_main_when(stored_then_cut)
+    out = cells.run(cell)
+    watcher.join(5)
+    assert ("Interrupted after the upload was sent: the server may have stored it; check with %blankly versions "
+            "--model big. If it did, the next %%blankly_deploy of this notebook adds a version to that model "
+            "(the one named 'big' holding this very upload) instead of making a second 'big'.") in out, out
+    (made,) = [m for m in stored_models(local_server, "big") if m != other]
+
+    proxy.set_mode("pass")
+    out = cells.run(cell)
+    assert "the upload sent at " in out and (f"that got no answer made model big ({made}) on the server: "
+                                             "adding a version to it instead of making a second 'big'") in out, out
+    assert f"Uploading to model big ({made})" in out, out
+    assert sorted(stored_models(local_server, "big")) == sorted([other, made])  # still two: no third
+    versions = {m: len(local_server.request("GET", "/model/versions", params={"modelId": m}).json())
+                for m in (other, made)}
+    assert versions == {other: 1, made: 2}
+    out = cells.run(cell)  # remembered from now on, like any deployed model
+    assert f"Uploading to model big ({made})" in out and "no answer" not in out, out
+
+    # Two models named big: a lookup by that name lists both ids instead of picking one.
+    message = cells.fails("%blankly versions --model big")
+    assert message.startswith("several models are named 'big' in your projects: ") and message.endswith(
+        "; pass --model with one of these ids"), message
+    assert other in message and made in message
+    assert cells.fails(f"%%blankly_deploy --notebook {nb} --model big\nprint('done')") == message
+    assert f"Versions of model {made} (3)" in cells.run(f"%blankly versions --model {made}")
 
 
 # ---------------------------------------------------------------- the disk fails

@@ -205,6 +205,25 @@ def test_a_revoked_sign_in_is_refused_everywhere_and_other_sign_ins_are_untouche
            "another user's token cannot be revoked; the user's other sign-in keeps working", cases=6)
 
 
+def test_a_remembered_id_token_still_expires_and_a_refused_one_is_never_remembered(tmp_path):
+    """The server remembers idTokens it has checked (every request carries one): that
+    must change neither expiry nor what a forged or tampered token gets."""
+    from blankly_magics.server.tokens import IdTokens, InvalidToken, load_signing_key
+
+    tokens = IdTokens(load_signing_key(tmp_path), ttl=60)
+    token = tokens.issue("alice-id", "sign-in-1", now=1_000)
+    for _ in range(3):
+        assert tokens.verify(token, now=1_010).user_id == "alice-id"
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.verify(token, now=1_060)
+    forged = IdTokens(b"k" * 32, ttl=60).issue("alice-id", "sign-in-1", now=1_000)
+    payload, signature = token.split(".")
+    tampered = f"{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}"
+    for bad in (forged, tampered, forged, tampered):
+        with pytest.raises(InvalidToken, match="signature"):
+            tokens.verify(bad, now=1_010)
+
+
 # ---------------------------------------------------------------- another user's objects
 
 

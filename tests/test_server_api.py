@@ -519,6 +519,83 @@ def test_startup_removes_version_files_no_row_records(server_factory, tmp_path):
     assert (server.data_dir / "versions" / f"{kept['versionId']}.zip").exists()
 
 
+def test_an_upload_cancelled_while_its_zip_is_written_leaves_no_file(tmp_path):
+    """A request cancelled (say, at shutdown) while the writer thread still works on its
+    zip cleans up at once; what the writer placed after that is removed when it ends."""
+    import asyncio
+
+    from blankly_magics.server import uploads
+
+    release = threading.Event()
+
+    class SlowJob(uploads._Job):
+        def do(self) -> None:
+            release.wait(60)  # the request is cancelled meanwhile
+            super().do()
+
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "versions").mkdir()
+    upload = uploads.Upload(data=b"PK\x05\x06" + bytes(18), path=tmp_path / "tmp" / "upload-1.part")
+    final = tmp_path / "versions" / "v.zip"
+    writer = uploads.Writer()
+
+    async def request() -> None:
+        try:
+            await writer.run(SlowJob(upload.path, final, upload.data))
+        finally:
+            upload.discard()  # what _accept_upload does on the way out
+            final.unlink(missing_ok=True)
+
+    async def cancel_it() -> None:
+        task = asyncio.ensure_future(request())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.get_running_loop().run_in_executor(None, writer.close)
+        await asyncio.sleep(0)  # the writer's last word runs on the loop
+
+    try:
+        asyncio.run(cancel_it())
+    finally:
+        release.set()
+    assert not list((tmp_path / "tmp").iterdir()) and not list((tmp_path / "versions").iterdir())
+
+
+def test_the_database_file_catches_up_with_its_wal_without_a_commit_waiting(tmp_path):
+    """The server's store checkpoints from a thread of its own: no commit does it (on the
+    server that would stall the event loop), yet committed rows reach the database file,
+    every one of them within seconds of the last write (the thread's periodic pass)."""
+    import shutil
+    from contextlib import closing
+
+    from blankly_magics.server.store import CHECKPOINT_COMMITS, DB_NAME, Store
+
+    store = Store(tmp_path / "data", background_checkpoints=True)
+    try:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        user = store.ensure_user("alice")
+        for i in range(CHECKPOINT_COMMITS):
+            store.create_project(user.id, f"p{i}", "")
+
+        def in_the_database_file() -> bool:
+            copy = tmp_path / "copy.db"  # the file alone, without its WAL
+            shutil.copyfile(tmp_path / "data" / DB_NAME, copy)
+            try:
+                with closing(sqlite3.connect(copy)) as conn:
+                    return conn.execute("SELECT COUNT(*) FROM projects").fetchone()[0] == CHECKPOINT_COMMITS + 1
+            except sqlite3.DatabaseError:  # copied mid-checkpoint: look again
+                return False
+
+        wait_for(in_the_database_file, "the checkpoint to copy the commits into the database file", timeout=60)
+    finally:
+        store.close()
+    assert not (tmp_path / "data" / (DB_NAME + "-wal")).exists()  # closed cleanly: the WAL was folded in
+    with Store(tmp_path / "data") as reopened:
+        assert len(reopened.list_projects(user.id)) == CHECKPOINT_COMMITS + 1
+
+
 def test_an_upload_streams_to_disk_instead_of_memory(local_server, tmp_path):
     from requests_toolbelt import MultipartEncoder
 

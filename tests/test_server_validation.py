@@ -401,6 +401,36 @@ def test_a_zip_bomb_is_refused_with_413(server_factory, tmp_path):
         rejected(upload(server, many), 413, "entries, over the limit of 50")
 
 
+def test_small_zips_that_unpack_big_or_hold_many_files_pass_on_the_servers_own_limits(server, tmp_path):
+    """A small upload is checked on the event loop under tighter limits first; one over
+    those (unpacks to a lot, many entries, bzip2) but within the server's limits is checked
+    again off the loop, and stored."""
+    from blankly_magics.server.app import INLINE_ENTRIES, INLINE_UNPACKED
+    from blankly_magics.server.uploads import MEMORY_LIMIT
+
+    wide = tmp_path / "wide.zip"
+    with zipfile.ZipFile(wide, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in good_members().items():
+            zf.writestr(name, content)
+        zf.writestr("model/zeros.bin", bytes(INLINE_UNPACKED + (1 << 20)))
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in good_members(**{f"model/{i}": "" for i in range(INLINE_ENTRIES + 10)}).items():
+            zf.writestr(name, content)
+    bzipped = tmp_path / "bzipped.zip"  # bzip2 members are never unpacked on the loop
+    with zipfile.ZipFile(bzipped, "w", zipfile.ZIP_BZIP2) as zf:
+        for name, content in good_members().items():
+            zf.writestr(name, content)
+    for zip_path in (wide, many, bzipped):
+        data = zip_path.read_bytes()
+        assert len(data) <= MEMORY_LIMIT  # held in memory, not spooled to disk
+        answer = upload(server, zip_path, route="/model/upload")
+        assert answer.ok, answer.text
+        stored = server.data_dir / "versions" / f"{answer.json()['versionId']}.zip"
+        assert stored.read_bytes() == data
+    assert not list((server.data_dir / "tmp").iterdir())
+
+
 def test_a_model_asked_for_in_another_of_your_projects_is_not_found(server):
     first = server.request("POST", "/project/create", data={"name": "One"}).json()["id"]
     second = server.request("POST", "/project/create", data={"name": "Two"}).json()["id"]

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from blankly_magics.server.zipcheck import ZipLimits, ZipRejected, inspect_model_zip, safe_extract
+from blankly_magics.server.zipcheck import ZipLimits, ZipRejected, ZipTooLarge, inspect_model_zip, safe_extract
 
 GOOD = {
     "model/blankly.json": json.dumps({"main_script": "./bot.py", "requirements": "./requirements.txt"}),
@@ -114,3 +115,133 @@ def test_a_zip_that_lies_about_its_sizes_is_stopped_while_unpacking(tmp_path: Pa
     with pytest.raises(ZipRejected):
         safe_extract(z, tmp_path / "run", ZipLimits(max_uncompressed=100_000))
     assert info.file_size == 300_000
+
+
+# ---------------------------------------------------------------- every member's data is read and checked
+
+
+def _member_data_at(raw: bytes, info: zipfile.ZipInfo) -> int:
+    """Offset of a member's (compressed) data: after its local header, name and extra field."""
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def _central_entry(raw: bytes, name: str) -> int:
+    """Offset of ``name``'s entry in the central directory."""
+    at = raw.index(b"PK\x01\x02")
+    while True:
+        name_len, extra_len, comment_len = struct.unpack("<HHH", raw[at + 28:at + 34])
+        if raw[at + 46:at + 46 + name_len] == name.encode():
+            return at
+        at += 46 + name_len + extra_len + comment_len
+
+
+def _patched(raw: bytes, at: int, fmt: str, value: int) -> bytes:
+    size = struct.calcsize(fmt)
+    return raw[:at] + struct.pack(fmt, value) + raw[at + size:]
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_flipped_data_byte_is_refused_whatever_the_compression(tmp_path: Path, compression: int) -> None:
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", compression) as zf:
+        for name, text in {**GOOD, "model/bot.py": "print('hi')\n" * 50}.items():
+            zf.writestr(name, text)
+    assert inspect_model_zip(good).main_script == "bot.py"
+    raw = good.read_bytes()
+    info = zipfile.ZipFile(good).getinfo("model/bot.py")
+    at = _member_data_at(raw, info) + info.compress_size // 2
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(raw[:at] + bytes([raw[at] ^ 0x55]) + raw[at + 1:])
+    with pytest.raises(ZipRejected) as err:
+        inspect_model_zip(bad)
+    assert err.value.status == 422
+    assert err.value.message.startswith("zip entry 'model/bot.py' is damaged"), err.value.message
+
+
+def test_a_damaged_manifest_is_called_damaged_not_bad_json(tmp_path: Path) -> None:
+    z = make_zip(tmp_path / "m.zip", GOOD)
+    raw = z.read_bytes()
+    info = zipfile.ZipFile(z).getinfo("model/blankly.json")
+    crc_at = _central_entry(raw, "model/blankly.json") + 16
+    z.write_bytes(_patched(raw, crc_at, "<I", info.CRC ^ 1))
+    with pytest.raises(ZipRejected, match=r"zip entry 'model/blankly.json' is damaged \(CRC mismatch\)"):
+        inspect_model_zip(z)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("file size larger", "CRC mismatch"),  # the data unpacks to fewer bytes than the directory says
+    ("file size smaller", "unpacks to more than its declared size"),
+    ("compressed size past the end", "cut short"),
+    ("stored sizes differ", "stored uncompressed, yet its two sizes differ"),
+    ("local name differs", "its local header names another file"),
+    ("header offset wrong", "no local header where the zip's directory points"),
+    ("unknown method", "compression method 99"),
+])
+def test_a_directory_that_lies_about_a_member_is_refused(tmp_path: Path, change: str, message: str) -> None:
+    z = tmp_path / "m.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in {**GOOD, "model/data/prices.csv": "time,open\n" * 200}.items():
+            zf.writestr(name, text)
+    raw = z.read_bytes()
+    info = zipfile.ZipFile(z).getinfo("model/data/prices.csv")
+    entry = _central_entry(raw, "model/data/prices.csv")
+    if change == "file size larger":
+        raw = _patched(raw, entry + 24, "<I", info.file_size + 10)
+    elif change == "file size smaller":
+        raw = _patched(raw, entry + 24, "<I", info.file_size - 10)
+    elif change == "compressed size past the end":
+        raw = _patched(raw, entry + 20, "<I", len(raw) * 2)
+    elif change == "stored sizes differ":
+        raw = _patched(raw, entry + 10, "<H", zipfile.ZIP_STORED)
+    elif change == "local name differs":
+        local = info.header_offset + 30
+        raw = raw[:local] + b"M" + raw[local + 1:]
+    elif change == "header offset wrong":
+        raw = _patched(raw, entry + 42, "<I", info.header_offset + 3)
+    else:
+        raw = _patched(raw, entry + 10, "<H", 99)
+        raw = _patched(raw, info.header_offset + 8, "<H", 99)
+    z.write_bytes(raw)
+    with pytest.raises(ZipRejected) as err:
+        inspect_model_zip(z)
+    assert message in err.value.message and "model/data/prices.csv" in err.value.message, err.value.message
+
+
+def test_a_directory_from_a_newer_zip_version_is_refused_not_crashed_on(tmp_path: Path) -> None:
+    z = make_zip(tmp_path / "m.zip", GOOD)
+    raw = z.read_bytes()
+    entry = _central_entry(raw, "model/bot.py")
+    z.write_bytes(_patched(raw, entry + 6, "<B", 99))  # "version needed to extract" 9.9
+    with pytest.raises(ZipRejected, match="cannot be read: zip file version 9.9"):
+        inspect_model_zip(z)
+
+
+def test_the_bytes_of_a_zip_are_checked_like_its_file(tmp_path: Path) -> None:
+    z = make_zip(tmp_path / "m.zip", GOOD)
+    assert inspect_model_zip(z.read_bytes()) == inspect_model_zip(z)
+    with pytest.raises(ZipRejected, match="not a zip"):
+        inspect_model_zip(b"this is not a zip")
+    raw = z.read_bytes()
+    info = zipfile.ZipFile(z).getinfo("model/bot.py")
+    at = _member_data_at(raw, info)
+    with pytest.raises(ZipRejected, match="model/bot.py' is damaged"):
+        inspect_model_zip(raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1:])
+
+
+def test_the_caps_are_told_apart_from_other_refusals(tmp_path: Path) -> None:
+    z = make_zip(tmp_path / "m.zip", {**GOOD, "model/zeros.bin": "\0" * 200_000})
+    for limits in (ZipLimits(max_uncompressed=100_000), ZipLimits(max_entries=3)):
+        with pytest.raises(ZipTooLarge) as err:
+            inspect_model_zip(z, limits)
+        assert err.value.status == 413
+    with pytest.raises(ZipRejected) as err:
+        inspect_model_zip(make_zip(tmp_path / "n.zip", {**GOOD, "model/blankly.json": "[1]"}))
+    assert not isinstance(err.value, ZipTooLarge)
+    bzipped = tmp_path / "b.zip"
+    with zipfile.ZipFile(bzipped, "w", zipfile.ZIP_BZIP2) as zf:
+        for name, text in GOOD.items():
+            zf.writestr(name, text)
+    assert inspect_model_zip(bzipped).main_script == "bot.py"
+    with pytest.raises(ZipTooLarge, match="bzip2 or lzma"):
+        inspect_model_zip(bzipped, ZipLimits(bzip2_lzma=False))

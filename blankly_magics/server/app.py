@@ -3,9 +3,10 @@
 Every answer is JSON and every error is ``{"error": "..."}`` with a fitting
 status, unknown routes and crashes included. Routes read objects through
 their owner, so another user's id answers the same 404 as a missing one.
-Uploads stream to a temp file, are checked, and are moved into
-``versions/`` inside the transaction that records them: a failure at any
-point leaves neither a row nor a file.
+Uploads are received (in memory while small, else into a temp file) and
+checked, then written, fsynced and renamed into ``versions/``, then recorded
+in one transaction; a failure at any point removes the file again, so it
+leaves neither a row nor a file (startup sweeps what a killed process left).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sqlite3
 import sys
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 from urllib.parse import parse_qsl
@@ -49,7 +50,7 @@ from .store import (
     private_dir,
 )
 from .tokens import IdTokens, InvalidToken, hash_token, load_signing_key
-from .zipcheck import ModelZipInfo, ZipRejected, inspect_model_zip
+from .zipcheck import ModelZipInfo, ZipRejected, ZipTooLarge, inspect_model_zip
 
 SERVICE = "blankly-magics-deployment-server"
 MAX_FORM_BYTES = 1 << 20  # a non-upload request body (form or JSON)
@@ -59,6 +60,8 @@ SECRET_KEYS = ("api_key", "api_pass")  # blankly.json may hold the project's key
 _PYTHON = re.compile(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*")
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _CONTROL_OR_BREAK = re.compile(r"[\x01-\x1f\x7f-\x9f\u2028\u2029]")
+INLINE_ENTRIES = 256  # a small zip within these limits is checked on the event loop
+INLINE_UNPACKED = 4 << 20
 MAX_ARGS_DEPTH = 32  # backtest kwargs are shallow ({"initial_values": {"USD": 1}}); deeper is abuse
 
 log = logging.getLogger("blankly_magics.server")
@@ -76,16 +79,18 @@ class ApiError(Exception):
 
 @dataclass
 class Server:
-    """What the routes share: settings, the database, the runner, the token signer."""
+    """What the routes share: settings, the database, the runner, the token signer,
+    and the thread that writes uploads to disk."""
 
     config: ServerConfig
     store: Store
     runner: Runner
     id_tokens: IdTokens
+    writer: uploads.Writer
+    tmp_dir: Path = field(init=False)  # where uploads are received and written
 
-    @property
-    def tmp_dir(self) -> Path:
-        return self.config.data_dir / TMP_DIR
+    def __post_init__(self) -> None:
+        self.tmp_dir = self.config.data_dir / TMP_DIR
 
 
 # -- startup and shutdown ---------------------------------------------------------------
@@ -164,7 +169,7 @@ def _resume(server: Server, dep: Deployment) -> Optional[str]:
 
 def open_server(config: ServerConfig) -> Server:
     """Open the store, clean up after a crash, start the runner and resume live models."""
-    store = Store(config.data_dir)
+    store = Store(config.data_dir, background_checkpoints=True)
     try:
         private_dir(config.data_dir / TMP_DIR)
         private_dir(config.data_dir / VERSIONS_DIR)
@@ -174,11 +179,12 @@ def open_server(config: ServerConfig) -> Server:
             log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
         on_backtest, on_live = _runner_callbacks(store)
         runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers)
-        server = Server(config, store, runner, IdTokens(load_signing_key(config.data_dir), config.token_ttl))
+        id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
         runner.start()
     except BaseException:
         store.close()
         raise
+    server = Server(config, store, runner, id_tokens, uploads.Writer())
     try:
         resume_deployments(server)
     except Exception:
@@ -188,6 +194,7 @@ def open_server(config: ServerConfig) -> Server:
 
 def close_server(server: Server) -> None:
     try:
+        server.writer.close()  # uploads being written finish (or fail) first
         server.runner.shutdown()
     finally:
         server.store.close()
@@ -768,7 +775,7 @@ async def model_delete(request: Request, user: User) -> dict[str, Any]:
 class _Target:
     """Where an upload goes, checked before its zip is opened."""
 
-    project: Project
+    project_id: str
     model: Optional[Model]
     plan_name: str
     plan: dict[str, Any]
@@ -779,7 +786,9 @@ class _Target:
 def _upload_target(server: Server, user: User, fields: dict[str, Any], action: str) -> _Target:
     plan_kind = "backtesting" if action == "backtest" else "live"
     plan_name, plan = _plan(server, plan_kind, _text(fields, "plan", limit=100))
-    project = _project(server, user, _id(fields, "projectId", required=False))
+    project_id = _id(fields, "projectId", required=False) or user.id
+    if project_id != user.id:  # (the personal project, whose id is the user's, always exists)
+        _project(server, user, project_id)
     model_id = _id(fields, "modelId", required=False)
     create_new = _flag(fields, "createNew")
     model = None
@@ -790,8 +799,8 @@ def _upload_target(server: Server, user: User, fields: dict[str, Any], action: s
                 "createNew=true makes a new model but modelId was given too; leave out modelId "
                 "to create a model, or createNew to add a version to that model",
             )
-        model = _model(server, user, model_id, project.id)
-        project = _project(server, user, model.project_id)
+        model = _model(server, user, model_id, project_id)
+        project_id = model.project_id
     elif create_new is False:
         raise ApiError(
             400,
@@ -799,22 +808,7 @@ def _upload_target(server: Server, user: User, fields: dict[str, Any], action: s
             "or createNew=true to create a model",
         )
     args = _backtest_args(fields.get("backtestArgs")) if action == "backtest" else None
-    return _Target(project, model, plan_name, plan, _model_type(fields), args)
-
-
-async def _inspect(server: Server, path: Path) -> ModelZipInfo:
-    try:
-        return await anyio.to_thread.run_sync(inspect_model_zip, path, server.config.zip_limits)
-    except ZipRejected as exc:
-        raise ApiError(exc.status, exc.message) from None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return _Target(project_id, model, plan_name, plan, _model_type(fields), args)
 
 
 async def _receive(request: Request, server: Server) -> uploads.Upload:
@@ -830,15 +824,80 @@ async def _receive(request: Request, server: Server) -> uploads.Upload:
 
 
 async def _accept_upload(request: Request, user: User, action: str) -> dict[str, Any]:
-    """deploy, backtest and upload: store the zip as a new version, then run it."""
+    """deploy, backtest and upload: store the zip as a new version, then run it.
+
+    Only what waits for the disk leaves the event loop: writing the zip for good
+    (create, write, fsync, rename) on the server's writer thread, and checking a
+    large zip on a worker thread. The rest is CPU work that holds the GIL wherever it
+    runs: here it costs no thread hand-offs (several per upload, measured as the
+    loop waiting for the GIL), and SQLite's commit does not wait for the disk
+    (WAL, synchronous=NORMAL).
+    """
     server = _server(request)
     if action == "backtest":
         _check_queue(server)
     upload = await _receive(request, server)
+    version_id = new_id()
+    zip_name = f"{VERSIONS_DIR}/{version_id}.zip"
+    final = server.config.data_dir / zip_name
     try:
-        return await _store_upload(server, user, upload, action)
+        if not upload.has_zip:
+            raise ApiError(
+                400, f"no zip attached: send the model zip as multipart field '{uploads.FILE_FIELD}'"
+            )
+        target = _upload_target(server, user, upload.fields, action)
+        checked = _check_upload(server, await _inspect(server, upload), upload, target, action)
+        await _place(server, upload, final)
+        model, version, backtest = _record_upload(
+            server, user, upload, target, checked, action, version_id, zip_name
+        )
+    except BaseException:
+        _remove_unrecorded(final)  # placed, but no row points to it (cancelled, refused)
+        raise
     finally:
-        upload.discard()  # a no-op once the file was moved into versions/
+        upload.discard()  # whatever is left of a refused upload
+    if backtest is not None:
+        _submit_backtest(server, backtest, version, target.plan, user.id)
+        return _success(model, version, version.created_at, backtestId=backtest.id)
+    if action == "deploy":
+        await _start_live(server, _live_job(server, model, version, target.plan_name, user.id))
+    return _success(model, version, version.created_at)
+
+
+async def _inspect(server: Server, upload: uploads.Upload) -> ModelZipInfo:
+    """Check the zip: here if it is small in every way, else on a worker thread.
+
+    A zip held in memory is at most uploads.MEMORY_LIMIT bytes, but could still hold
+    many entries or unpack to a lot (deflate packs zeros 1000:1, bzip2 far more): it is
+    checked here under tighter limits, and one that passes them takes at most a few
+    milliseconds; one over them is checked again, under the server's, off the loop.
+    """
+    limits = server.config.zip_limits
+    try:
+        if upload.data is not None:
+            quick = replace(
+                limits,
+                max_entries=min(limits.max_entries, INLINE_ENTRIES),
+                max_uncompressed=min(limits.max_uncompressed, INLINE_UNPACKED),
+                bzip2_lzma=False,
+            )
+            try:
+                return inspect_model_zip(upload.data, quick)
+            except ZipTooLarge:
+                if quick == limits:
+                    raise
+        return await anyio.to_thread.run_sync(inspect_model_zip, upload.source, limits)
+    except ZipRejected as exc:
+        raise ApiError(exc.status, exc.message) from None
+
+
+def _remove_unrecorded(path: Path) -> None:
+    if not os.path.lexists(path):  # the upload failed before it was placed
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # an unwritable versions/ cannot hold it anyway; startup sweeps strays
+        log.warning("could not remove %s after a failed upload", path)
 
 
 @dataclass
@@ -857,11 +916,21 @@ def _default_args(manifest: dict[str, Any]) -> dict[str, Any]:
     return args if isinstance(args, dict) else {}
 
 
-async def _check_upload(
-    server: Server, upload: uploads.Upload, target: _Target, action: str
+async def _place(server: Server, upload: uploads.Upload, final: Path) -> None:
+    """Put the zip at ``final`` for good (written, fsynced, renamed) before any row can point to it."""
+    try:
+        await uploads.place(upload, server.tmp_dir, final, server.writer)
+    except uploads.UploadError as exc:
+        raise ApiError(exc.status, exc.message) from None
+    except OSError as exc:
+        log.error("could not store an upload: %s", exc)
+        raise ApiError(503, f"the server could not store the upload: {exc.strerror or exc}") from None
+
+
+def _check_upload(
+    server: Server, info: ModelZipInfo, upload: uploads.Upload, target: _Target, action: str
 ) -> _Checked:
     fields = upload.fields
-    info = await _inspect(server, upload.path)  # type: ignore[arg-type]
     model_type = target.model_type or info.model_type
     if target.model is not None and target.model.type != model_type:
         raise ApiError(
@@ -894,13 +963,10 @@ async def _check_upload(
 
 def _record_upload(
     server: Server, user: User, upload: uploads.Upload, target: _Target, checked: _Checked,
-    action: str,
+    action: str, version_id: str, zip_name: str,
 ) -> tuple[Model, Version, Optional[Backtest]]:
-    """Insert the rows and move the zip into versions/ in one transaction: all or nothing."""
+    """Insert the rows of a placed zip in one transaction: all or nothing."""
     fields, store, manifest = upload.fields, server.store, checked.info.manifest
-    version_id = new_id()
-    zip_name = f"{VERSIONS_DIR}/{version_id}.zip"
-    final = server.config.data_dir / zip_name
     name = _text(fields, "name", limit=200).strip()
     if not name and isinstance(manifest.get("name"), str):
         name = manifest["name"].strip()[:200]
@@ -910,7 +976,7 @@ def _record_upload(
     try:
         with store.transaction():
             model = target.model or store.create_model(
-                target.project.id,
+                target.project_id,
                 name or "Untitled model",
                 checked.model_type,
                 _text(fields, "generalDescription") or _text(fields, "description"),
@@ -944,13 +1010,7 @@ def _record_upload(
                 )
             elif action == "deploy":
                 store.start_deployment(model.id, version.id, target.plan_name)
-            os.replace(upload.path, final)  # type: ignore[arg-type]
-            upload.path = None
-    except BaseException as exc:
-        try:
-            final.unlink(missing_ok=True)  # moved but not committed: take it back
-        except OSError:  # an unwritable versions/ cannot hold it anyway; startup sweeps strays
-            log.warning("could not remove %s after a failed upload", final)
+    except BaseException as exc:  # the caller removes the placed zip
         if isinstance(exc, sqlite3.IntegrityError):
             raise ApiError(409, "the model was changed (deleted?) during the upload; try again") from None
         if isinstance(exc, (OSError, sqlite3.OperationalError)):
@@ -959,26 +1019,6 @@ def _record_upload(
             raise ApiError(503, f"the server could not store the upload: {reason}") from None
         raise
     return model, version, backtest
-
-
-async def _store_upload(
-    server: Server, user: User, upload: uploads.Upload, action: str
-) -> dict[str, Any]:
-    if upload.path is None:
-        raise ApiError(400, f"no zip attached: send the model zip as multipart field '{uploads.FILE_FIELD}'")
-    target = _upload_target(server, user, upload.fields, action)
-    checked = await _check_upload(server, upload, target, action)
-    try:
-        await anyio.to_thread.run_sync(_fsync, upload.path)
-    except OSError as exc:
-        raise ApiError(503, f"the server could not store the upload: {exc.strerror or exc}") from None
-    model, version, backtest = _record_upload(server, user, upload, target, checked, action)
-    if backtest is not None:
-        _submit_backtest(server, backtest, version, target.plan, user.id)
-        return _success(model, version, version.created_at, backtestId=backtest.id)
-    if action == "deploy":
-        await _start_live(server, _live_job(server, model, version, target.plan_name, user.id))
-    return _success(model, version, version.created_at)
 
 
 async def model_deploy(request: Request, user: User) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Optional
 KEY_FILE = "signing.key"
 _KEY_BYTES = 32
 _MAX_TOKEN_CHARS = 2048  # far above a real idToken; longer input is rejected unread
+_VERIFIED_CACHE = 4096  # genuine idTokens remembered at once (only the server can make one)
 
 
 class InvalidToken(Exception):
@@ -85,6 +86,7 @@ class IdTokens:
     def __init__(self, key: bytes, ttl: int = 3600) -> None:
         self._key = key
         self.ttl = int(ttl)
+        self._verified: dict[str, IdClaims] = {}  # genuine tokens seen: see verify()
 
     def __repr__(self) -> str:
         return f"IdTokens(ttl={self.ttl})"
@@ -99,6 +101,23 @@ class IdTokens:
         return f"{payload}.{self._sign(payload)}"
 
     def verify(self, token: str, now: Optional[float] = None) -> IdClaims:
+        """The claims of a genuine, unexpired idToken; InvalidToken otherwise.
+
+        Every request carries one, mostly the same few: a checked token's claims are
+        remembered (they cannot change), only its expiry is checked again each time.
+        """
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._check(token)
+            if len(self._verified) >= _VERIFIED_CACHE:
+                self._verified.clear()
+            self._verified[token] = claims
+        if claims.expires <= (time.time() if now is None else now):
+            raise InvalidToken("the idToken has expired")
+        return claims
+
+    def _check(self, token: str) -> IdClaims:
+        """Signature and payload of an idToken (not its expiry)."""
         if not token or len(token) > _MAX_TOKEN_CHARS or token.count(".") != 1:
             raise InvalidToken("the idToken is malformed")
         payload, signature = token.split(".")
@@ -114,8 +133,6 @@ class IdTokens:
             user_id, session_id, exp = claims["u"], claims["s"], int(claims["exp"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise InvalidToken("the idToken is malformed") from None
-        if exp <= (time.time() if now is None else now):
-            raise InvalidToken("the idToken has expired")
         return IdClaims(str(user_id), str(session_id), exp)
 
 

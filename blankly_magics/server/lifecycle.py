@@ -1,0 +1,121 @@
+"""Startup and shutdown: open the store, sweep what a crash left, resume live models."""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Any, Callable, Optional
+
+from . import uploads
+from .config import ServerConfig
+from .jobs import live_job
+from .runner import Runner
+from .state import Server
+from .store import TMP_DIR, VERSIONS_DIR, Deployment, Store, private_dir
+from .tokens import IdTokens, load_signing_key
+
+log = logging.getLogger("blankly_magics.server")
+
+
+def sweep_leftovers(store: Store) -> None:
+    """Remove what a killed process left half-done: temp uploads, zips no row points to."""
+    data_dir = store.data_dir
+    for path in (data_dir / TMP_DIR).iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    known = store.version_zip_names()
+    for path in (data_dir / VERSIONS_DIR).iterdir():
+        if f"{VERSIONS_DIR}/{path.name}" not in known:
+            log.warning("removing %s: no version records it (left by an interrupted upload)", path)
+            path.unlink(missing_ok=True)
+
+
+def _runner_callbacks(store: Store) -> tuple[Callable, Callable]:
+    # Called from the runner's threads; a failure here must not kill them.
+    def on_backtest(backtest_id: str, fields: dict[str, Any]) -> None:
+        try:
+            store.update_backtest(backtest_id, fields)
+        except Exception:
+            log.exception("could not record backtest %s progress", backtest_id)
+
+    def on_live(model_id: str, fields: dict[str, Any]) -> None:
+        try:
+            store.update_deployment(model_id, fields)
+        except Exception:
+            log.exception("could not record model %s state", model_id)
+
+    return on_backtest, on_live
+
+
+def resume_deployments(server: Server) -> None:
+    """Start again the models that were meant to run when the last process stopped."""
+    store = server.store
+    for dep in store.deployments():
+        if dep.desired != "running":
+            if dep.state in ("starting", "running"):
+                store.update_deployment(dep.model_id, {"state": "stopped", "pid": None})
+            continue
+        reason = _resume(server, dep)
+        if reason is not None:
+            store.update_deployment(
+                dep.model_id,
+                {"state": "stopped", "desired": "stopped", "pid": None,
+                 "error": f"not restarted after the server restarted: {reason}"},
+            )
+
+
+def _resume(server: Server, dep: Deployment) -> Optional[str]:
+    """Deploy a model's recorded version again; None, or the reason it cannot be."""
+    store = server.store
+    model = store.model_by_id(dep.model_id)
+    version = store.get_version(dep.model_id, dep.version_id) if model else None
+    if model is None or version is None or not store.version_path(version).exists():
+        return "its version is missing"
+    if version.python_version not in server.runner.python_versions():
+        return f"Python {version.python_version} is not available any more"
+    plans = server.config.plans["live"]
+    plan_name = dep.plan if dep.plan in plans else next(iter(plans))  # the plan may be gone
+    store.update_deployment(
+        dep.model_id, {"state": "starting", "since": time.time(), "pid": None, "error": None}
+    )
+    owner = store.project_owner(model.project_id)
+    try:
+        server.runner.deploy(live_job(server, model, version, plan_name, owner))
+    except Exception as exc:
+        return f"it could not be started: {exc}"
+    return None
+
+
+def open_server(config: ServerConfig) -> Server:
+    """Open the store, clean up after a crash, start the runner and resume live models."""
+    store = Store(config.data_dir, background_checkpoints=True)
+    try:
+        private_dir(config.data_dir / TMP_DIR)
+        private_dir(config.data_dir / VERSIONS_DIR)
+        sweep_leftovers(store)
+        failed = store.fail_unfinished_backtests()
+        if failed:
+            log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
+        on_backtest, on_live = _runner_callbacks(store)
+        runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers)
+        id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
+        runner.start()
+    except BaseException:
+        store.close()
+        raise
+    server = Server(config, store, runner, id_tokens, uploads.Writer())
+    try:
+        resume_deployments(server)
+    except Exception:
+        log.exception("could not resume the models that were running")
+    return server
+
+
+def close_server(server: Server) -> None:
+    try:
+        server.writer.close()  # uploads being written finish (or fail) first
+        server.runner.shutdown()
+    finally:
+        server.store.close()

@@ -1,0 +1,27 @@
+"""What the routes share while the server runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import uploads
+from .config import ServerConfig
+from .runner import Runner
+from .store import TMP_DIR, Store
+from .tokens import IdTokens
+
+
+@dataclass
+class Server:
+    """What the routes share: settings, the database, the runner, the token signer,
+    and the thread that writes uploads to disk."""
+
+    config: ServerConfig
+    store: Store
+    runner: Runner
+    id_tokens: IdTokens
+    writer: uploads.Writer
+    tmp_dir: Path = field(init=False)  # where uploads are received and written
+
+    def __post_init__(self) -> None:
+        self.tmp_dir = self.config.data_dir / TMP_DIR

@@ -5,38 +5,22 @@ import json
 import socket
 import stat
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 
 from blankly_magics import auth
 from blankly_magics.auth import SignInError
+from tests.fixtures_home import free_port
 
 TOKEN = "rt_SECRET-value_0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path, monkeypatch):
-    """Every test gets its own HOME and data dirs: the real user's files are never touched."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("BLANKLY_MAGICS_HOME", str(tmp_path / "bm"))
-    monkeypatch.delenv("BLANKLY_REFRESH_TOKEN", raising=False)
-    monkeypatch.delenv("BLANKLY_DEPLOY_URL", raising=False)
-    return home
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/fixtures_home.py
 
 
 def no_prompt(text: str) -> str:
     raise AssertionError("the prompt must not be used when another source has a token")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- the token file ---------------------------------------------------------------------

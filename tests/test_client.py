@@ -15,7 +15,9 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from blankly_magics.client import DeploymentClient, DeploymentError, normalize_url
 
-from .test_auth import private_home  # noqa: F401 (autouse: a private HOME and data dirs)
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/fixtures_home.py
+
+
 
 REFRESH = "rt-SECRET-refresh-0123456789"
 NGINX_502 = (

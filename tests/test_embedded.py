@@ -5,7 +5,6 @@ import json
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
@@ -15,7 +14,9 @@ from blankly_magics import embedded
 from blankly_magics.client import DeploymentClient
 from blankly_magics.embedded import EmbeddedServerError, ensure_local_server, local_refresh_token, stop_local_server
 
-from .test_auth import private_home  # noqa: F401 (autouse: a private HOME and data dirs)
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/fixtures_home.py
+
+
 
 
 @pytest.fixture

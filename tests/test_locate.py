@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from blankly_magics import locate
+from tests.fixtures_home import free_port
 from tests.fixtures_notebooks import RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, rsi_cells, write_notebook
 from tests.magics_shell import TestingShell
 
@@ -118,12 +118,6 @@ def test_dead_and_garbage_server_files_are_ignored(tmp_path):
 # ------------------------------------------------------------ a real Jupyter server and kernel
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _api(base: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(
         base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
@@ -158,7 +152,7 @@ def test_kernel_finds_its_notebook_through_the_server_even_after_a_rename(tmp_pa
     runtime = tmp_path / "runtime"
     root.mkdir()
     write_notebook(root / "rsi.ipynb", rsi_cells())
-    token, port = "test-token-123", _free_port()
+    token, port = "test-token-123", free_port()
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime), PYTHONPATH=str(Path(__file__).parent.parent))
     env.pop("JPY_SESSION_NAME", None)
     server = subprocess.Popen(

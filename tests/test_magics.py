@@ -12,7 +12,6 @@ import stat
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -66,16 +65,9 @@ class Cells:
 
 
 @pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """A private home: the Blankly CLI token file, the embedded server's data, no outside hints."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("BLANKLY_MAGICS_HOME", str(tmp_path / "magics-home"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
-    for name in ("BLANKLY_DEPLOY_URL", "BLANKLY_REFRESH_TOKEN", "BLANKLY_NOTEBOOK_PATH", "JPY_SESSION_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+def isolated(private_home):
+    """The shared private home (tests/fixtures_home.py), under the name these tests use."""
+    return private_home
 
 
 @pytest.fixture
@@ -339,7 +331,7 @@ def test_login_errors(cells, local_server, monkeypatch):
 def test_login_embedded_local_server(cells, tmp_path):
     from blankly_magics import embedded
 
-    home = tmp_path / "magics-home"
+    home = tmp_path / "bm"  # BLANKLY_MAGICS_HOME of the private home
     try:
         out = cells.run("%blankly_login")
         info = json.loads((home / "server.json").read_text())

@@ -45,12 +45,8 @@ class InlineExecutor(Executor):
 
 
 @pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the Blankly CLI's auth.json lives here
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("BLANKLY_MAGICS_HOME", str(tmp_path / "bm"))
-    for name in ("BLANKLY_REFRESH_TOKEN", "BLANKLY_DEPLOY_URL", "BLANKLY_NOTEBOOK_PATH"):
-        monkeypatch.delenv(name, raising=False)
+def signed_out_afterwards(private_home: Path, tmp_path: Path) -> Iterator[None]:
+    """A private home for each test; its session and embedded server end with it."""
     yield
     session.sign_out(revoke=False)
     stop_local_server(tmp_path / "bm")

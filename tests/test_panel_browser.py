@@ -24,7 +24,7 @@ from blankly_magics import manifest
 from tests.benchmarks.harness import stop_process
 from tests.fixtures_notebooks import PRICES_CSV, REPO, rsi_cells, write_notebook
 from tests.fixtures_server import wait_for
-from tests.test_auth import free_port
+from tests.fixtures_home import free_port
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,9 @@ from blankly_magics.client import DeploymentClient, DeploymentError
 from blankly_magics.embedded import stop_local_server
 from blankly_magics.session import SignInError, configured_url, current, sign_in, sign_out
 
-from .test_auth import free_port, private_home  # noqa: F401 (autouse: a private HOME)
+from .fixtures_home import free_port
+
+pytestmark = pytest.mark.usefixtures("private_home")
 
 
 @pytest.fixture(autouse=True)

@@ -849,3 +849,23 @@ def unload_ipython_extension(ipython: Any) -> None:
     manager.registry.pop(BlanklyMagics.__name__, None)
     if magics in ipython.configurables:
         ipython.configurables.remove(magics)
+
+
+def help_texts() -> dict[str, str]:
+    """Each magic's help as ``%name?`` shows it, keyed by how it is typed (``%%blankly_deploy``,
+    ``%blankly logs``, ...): the docs' reference pages are generated from these, so they cannot drift."""
+    import inspect
+
+    texts = {
+        "%blankly_login": inspect.cleandoc(BlanklyMagics.blankly_login.__doc__ or ""),
+        "%blankly_logout": inspect.cleandoc(BlanklyMagics.blankly_logout.__doc__ or ""),
+        "%%blankly_deploy": inspect.cleandoc(BlanklyMagics.blankly_deploy.__doc__ or ""),
+    }
+    parser = _subcommand_parser()
+    texts["%blankly"] = parser.format_help()
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            for name, sub in choices.items():
+                texts[f"%blankly {name}"] = sub.format_help()
+    return texts

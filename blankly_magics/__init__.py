@@ -1,8 +1,10 @@
 """blankly_magics: from a notebook's Blankly strategy to a backtest or live deployment.
 
-The plain-Python pipeline (``export`` -> ``manifest`` -> ``bundle`` -> ``client``)
-imports neither IPython nor ipywidgets. ``%load_ext blankly_magics`` registers the
-magics; everything heavy is imported when first used, so loading stays cheap.
+The plain-Python pipeline (``export`` -> ``manifest`` -> ``bundle`` -> ``client``) and
+the ``workflow`` layer over it import neither IPython nor ipywidgets; the faces (the
+``magics``, the ``panel``, the ``cli``) read input and render what the workflow
+returns. ``%load_ext blankly_magics`` registers the magics; everything heavy is
+imported when first used, so loading stays cheap.
 """
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def panel(**kwargs: Any) -> Any:
     """Show the deployment panel (ipywidgets); the same as ``%blankly panel``."""
-    # Importing the submodule blankly_magics.panel replaces this attribute with the module;
-    # panel.py makes that module callable with the same meaning, so either one answers
-    # blankly_magics.panel(...) (tests/test_panel.py checks each import order in a fresh process).
+    # Importing the subpackage blankly_magics.panel replaces this attribute with the package;
+    # panel/__init__.py makes that module callable with the same meaning, so either one answers
+    # blankly_magics.panel(...) (tests/panel/test_panel.py checks each import order in a fresh process).
     from .panel import show_panel
 
     return show_panel(**kwargs)

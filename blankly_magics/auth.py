@@ -9,22 +9,23 @@ one-shot server on loopback that takes the sign-in page's redirect.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
-ENV_TOKEN = "BLANKLY_REFRESH_TOKEN"
+from .config import ENV_TOKEN, environ
+from .errors import BlanklyError
+from .files import atomic_write, private_dir
+
 HOSTED_SIGNIN_URL = "https://app.blankly.finance/auth/signin?redirectUrl=/deploy"
 BROWSER_PORT = 9082
 
 Prompt = Callable[[str], str]
 
 
-class SignInError(Exception):
+class SignInError(BlanklyError):
     """Signing in failed; the message says what to do."""
 
 
@@ -70,22 +71,10 @@ def read_saved_token() -> Optional[str]:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _write(path: Path, data: dict) -> None:
+    """The token file, whole or not at all, readable by its owner only (in a folder only they can open)."""
+    private_dir(path.parent)
+    atomic_write(path, json.dumps(data))
 
 
 def save_token(token: str) -> Path:
@@ -97,7 +86,7 @@ def save_token(token: str) -> Path:
         data = {}  # an unreadable/foreign file is replaced: the user just signed in
     data["token"] = token
     try:
-        write_private(path, json.dumps(data))
+        _write(path, data)
     except OSError as exc:
         raise SignInError(f"signed in, but cannot keep the token in {path}: {exc.strerror}") from None
     return path
@@ -115,7 +104,7 @@ def forget_token() -> bool:
     del data["token"]
     try:
         if data:
-            write_private(path, json.dumps(data))  # keep what else the CLI stored
+            _write(path, data)  # keep what else the CLI stored
         else:
             path.unlink()
     except FileNotFoundError:
@@ -140,14 +129,14 @@ def clean_token(text: str) -> str:
 def resolve_refresh_token(token_env: Optional[str] = None, prompt: Optional[Prompt] = None) -> tuple[str, str]:
     """``(token, source)`` from the first source that has one; the source is for messages."""
     if token_env:
-        value = os.environ.get(token_env, "")
-        if not value.strip():
+        value = environ(token_env)
+        if value is None:
             raise SignInError(
                 f"the environment variable {token_env} is not set or is empty: set it to your refresh token"
             )
         return clean_token(value), f"${token_env}"
-    value = os.environ.get(ENV_TOKEN, "")
-    if value.strip():
+    value = environ(ENV_TOKEN)
+    if value is not None:
         return clean_token(value), f"${ENV_TOKEN}"
     saved = read_saved_token()
     if saved:

@@ -5,6 +5,9 @@ its process is alive and ``/health`` answers as ours; otherwise it starts
 ``python -m blankly_magics.server`` detached (it outlives the kernel, so the next
 notebook attaches instead of starting another) and waits for it. A file lock makes
 two kernels starting at once end up with one server.
+
+The local user's refresh token comes from the server's own ``token`` command (see
+``local_refresh_token``): the kernel never opens the server's database.
 """
 from __future__ import annotations
 
@@ -18,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .config import data_home
+from .errors import BlanklyError
+from .files import atomic_write, file_lock, private_dir
+
 SERVICE_NAME = "blankly-magics-deployment-server"
 SERVER_JSON = "server.json"
 SERVER_LOG = "server.log"
 START_LOCK = "start.lock"  # not server.lock: the server holds that one for its whole life
+TOKEN_LOCK = "local-token.lock"
 TOKEN_FILE = "local-token"
 LOCAL_USER = "local"
 _MAX_LOG = 5 * 1024 * 1024  # server.log is rotated once past this, at start
@@ -32,7 +40,7 @@ PathArg = Union[str, "os.PathLike[str]", None]
 _children: dict[int, subprocess.Popen] = {}
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(BlanklyError):
     """The local server could not be started or reached; the message says why."""
 
 
@@ -44,20 +52,10 @@ class LocalServer:
     started: bool = False  # True when this call started it, False when it attached
 
 
-def data_home() -> Path:
-    """``$BLANKLY_MAGICS_HOME``, else ``$XDG_DATA_HOME`` (or ``~/.local/share``) + ``/blankly_magics``."""
-    home = os.environ.get("BLANKLY_MAGICS_HOME")
-    if home:
-        return Path(home).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "blankly_magics"
-
-
 def _dir(data_dir: PathArg) -> Path:
     path = Path(data_dir).expanduser() if data_dir is not None else data_home()
     try:
-        # exist_ok: two kernels may create it at the same moment (both then share one server).
-        path.mkdir(parents=True, mode=0o700, exist_ok=True)  # holds tokens and users' models: owner only
+        private_dir(path)  # holds tokens and users' models: owner only (two kernels may make it at once)
     except OSError as exc:
         raise EmbeddedServerError(
             f"cannot create the local server's data dir {path}: {exc.strerror}; "
@@ -115,37 +113,19 @@ def _attach(data_dir: Path) -> Optional[LocalServer]:
     return None
 
 
-class _Lock:
-    """An exclusive ``flock`` on ``DIR/start.lock``, waited for up to ``timeout`` seconds."""
+def _locked(path: Path, timeout: float, doing: str) -> Any:
+    """``file_lock(path)``, or an EmbeddedServerError naming the file once ``timeout`` passed."""
+    from filelock import Timeout
 
-    def __init__(self, data_dir: Path, timeout: float) -> None:
-        self.path = data_dir / START_LOCK
-        self.timeout = timeout
-        self.handle: Any = None
-
-    def __enter__(self) -> "_Lock":
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, the health check still avoids most doubles
-            return self
-        self.handle = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    self.handle.close()
-                    raise EmbeddedServerError(
-                        f"another process has held {self.path} for {self.timeout:g} s while starting the "
-                        "local server; try again, or delete the file if no kernel is starting one"
-                    ) from None
-                time.sleep(0.1)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing releases the flock
+    lock = file_lock(path, timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise EmbeddedServerError(
+            f"another process has held {path} for {timeout:g} s while {doing}; try again, "
+            "or delete the file if no kernel is doing that"
+        ) from None
+    return lock
 
 
 def _log_tail(data_dir: Path, lines: int = 15) -> str:
@@ -167,12 +147,9 @@ def _start(data_dir: Path, timeout: float) -> LocalServer:
         (data_dir / SERVER_JSON).unlink()  # stale: its server is gone or not answering
     except FileNotFoundError:
         pass
-    env = dict(os.environ)
-    # The child must run this same copy of the package, even from a source checkout.
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "blankly_magics.server", "--host", "127.0.0.1", "--port", "0",
                "--data-dir", str(data_dir)]
+    env = _server_environment()
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(data_dir),
@@ -205,9 +182,12 @@ def ensure_local_server(data_dir: PathArg = None, timeout: float = 30) -> LocalS
     server = _attach(directory)
     if server is not None:
         return server
-    with _Lock(directory, timeout):
+    lock = _locked(directory / START_LOCK, timeout, "starting the local server")
+    try:
         # Another kernel may have started it while we waited for the lock.
         return _attach(directory) or _start(directory, timeout)
+    finally:
+        lock.release()
 
 
 def _terminate(pid: int, timeout: float) -> None:
@@ -253,26 +233,60 @@ def stop_local_server(data_dir: PathArg = None, timeout: float = 10) -> bool:
     return running
 
 
-def local_refresh_token(data_dir: PathArg, renew: bool = False) -> str:
+def _server_environment() -> dict[str, str]:
+    """This process's environment, with the package's own folder first on PYTHONPATH: the
+    server's commands must run this same copy of the package, even from a source checkout."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def local_refresh_token(data_dir: PathArg, renew: bool = False, timeout: float = 60) -> str:
     """The refresh token for the local user, cached in ``DIR/local-token`` (0600).
 
     ``renew=True`` issues a new one: for when the server refused the cached one
-    (its data dir was wiped, say)."""
+    (its data dir was wiped, say). The token is issued by the server's own command,
+    ``python -m blankly_magics.server token``, in a process of its own: the server's
+    code is the only code that opens its database (its schema, its locks), exactly as
+    when an operator issues a token by hand, and the kernel only reads the answer from
+    a pipe no other process sees (never an argument or the environment). A lock makes
+    two kernels that find no cached token at once issue one token between them."""
     directory = _dir(data_dir)
     path = directory / TOKEN_FILE
-    if not renew:
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            token = ""
-        if token:
-            return token
-    from .auth import write_private
-    from .server.tokens import issue_refresh_token
-
+    cached = "" if renew else _cached_token(path)
+    if cached:
+        return cached
+    lock = _locked(directory / TOKEN_LOCK, timeout, "issuing the local token")
     try:
-        token = issue_refresh_token(directory, LOCAL_USER)
-        write_private(path, token)
-    except Exception as exc:  # a damaged database or a full disk: say where
+        token = "" if renew else _cached_token(path)
+        if not token:
+            token = _issue_token(directory, timeout)
+            atomic_write(path, token)
+    except OSError as exc:  # a full disk or a read-only data dir: say where
+        raise EmbeddedServerError(f"cannot keep the local token in {path}: {exc.strerror or exc}") from None
+    finally:
+        lock.release()
+    return token
+
+
+def _cached_token(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _issue_token(directory: Path, timeout: float) -> str:
+    command = [sys.executable, "-m", "blankly_magics.server", "token", "--data-dir", str(directory),
+               "--user", LOCAL_USER]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              env=_server_environment(), cwd=str(directory))
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise EmbeddedServerError(f"cannot issue a token for the local server in {directory}: {exc}") from None
+    token = done.stdout.strip()
+    if done.returncode != 0 or not token or len(token.split()) != 1:
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EmbeddedServerError(f"cannot issue a token for the local server in {directory}: {said}")
     return token

@@ -17,25 +17,35 @@ def size_text(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+MILLISECONDS_FROM = 1e11  # a stamp this large is in milliseconds (1e11 s is the year 5138)
+
+
 def epoch_seconds(value: Any) -> Optional[float]:
-    """A stamp as epoch seconds: a number, or ISO text (as other servers send); None if unreadable."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    """A stamp as epoch seconds: a number (seconds, or milliseconds as JavaScript and pandas send),
+    numeric text, or ISO text (as other servers send); None if unreadable."""
     if isinstance(value, str):
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except (ValueError, OverflowError, OSError):
-            return None
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        return number / 1000.0 if abs(number) > MILLISECONDS_FROM else number
     return None
 
 
-def time_text(value: Any, *, seconds: bool = True) -> str:
-    """A stamp (epoch seconds or ISO text) as local ``YYYY-MM-DD HH:MM[:SS]``; the value as given if unreadable."""
+def time_text(value: Any, *, seconds: bool = True, utc: bool = False) -> str:
+    """A stamp (see epoch_seconds) as ``YYYY-MM-DD HH:MM[:SS]``, local time unless ``utc`` (market data's
+    clock); the value as given if unreadable, ``?`` when there is none."""
     stamp = epoch_seconds(value)
     if stamp is None:
         return str(value) if value not in (None, "") else "?"
     try:
-        return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", time.localtime(stamp))
+        when = time.gmtime(stamp) if utc else time.localtime(stamp)
+        return time.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M", when)
     except (OverflowError, OSError, ValueError):
         return str(value)
 

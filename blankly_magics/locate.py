@@ -1,7 +1,7 @@
 """Find the cells of the notebook a kernel is running.
 
 Tried in order, first hit wins:
-  1. an explicit path (``--notebook`` / ``BlanklyMagics.notebook``), then ``BLANKLY_NOTEBOOK_PATH``;
+  1. an explicit path (``--notebook`` / ``BlanklyConfig.notebook``), then ``BLANKLY_NOTEBOOK_PATH``;
   2. ``__vsc_ipynb_file__`` in the user namespace (VS Code sets it);
   3. the Jupyter server's ``/api/sessions`` matched by this kernel's id (right after renames);
   4. ``__session__`` / ``JPY_SESSION_NAME`` (JupyterLab, Notebook 7; stale after a rename);
@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .config import ENV_JUPYTER_SESSION, ENV_NOTEBOOK, environ
+from .errors import BlanklyError
+
 STALE_NOTE = "the notebook on disk differs from what you ran: save it (Ctrl-S) to deploy your latest edits"
 DEPLOY_MAGIC = "%%blankly_deploy"
 _HISTORY_LIMIT = 500  # how many past inputs the staleness check looks at
 
 
-class LocateError(ValueError):
+class LocateError(BlanklyError):
     """An explicit notebook path that cannot be used."""
 
 
@@ -157,7 +160,7 @@ def notebook_path(
 ) -> tuple[Optional[Path], str]:
     """(path, how it was found), or (None, "kernel history"). An explicit path
     that is not a file raises LocateError rather than silently falling back."""
-    for value, how in ((explicit, "--notebook"), (os.environ.get("BLANKLY_NOTEBOOK_PATH"), "BLANKLY_NOTEBOOK_PATH")):
+    for value, how in ((explicit, "--notebook"), (environ(ENV_NOTEBOOK), ENV_NOTEBOOK)):
         if value:
             found = _existing(value, Path.cwd())
             if not found:
@@ -171,7 +174,7 @@ def notebook_path(
     found = path_from_sessions(kernel_id(shell), servers)
     if found:
         return found, "the Jupyter server"
-    session_name = user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+    session_name = user_ns.get("__session__") or environ(ENV_JUPYTER_SESSION)
     if session_name:
         found = _existing(session_name, Path.cwd())
         for server in servers:
@@ -241,7 +244,7 @@ def disk_differs(disk_sources: Sequence[str], ran: Sequence[str]) -> bool:
 def locate(shell: Any, explicit: Optional[str] = None, *, runtime_dir: Optional[str] = None) -> Located:
     """The cells to export, where they came from, and a note when the file on
     disk lags what the kernel ran."""
-    from .export import cells_from_sources, read_notebook
+    from .workflow.build import cells_from_sources, read_notebook
 
     path, how = notebook_path(shell, explicit, runtime_dir=runtime_dir)
     ran = history_sources(shell)

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Optional, Sequence
+
+from .charts import account_values_frame, equity_figure, figure_png, points
+from .formats import time_text
+from .hints import NOTEBOOK, Hints
 
 TERMINAL_STATES = ("completed", "failed", "cancelled")
 
@@ -55,18 +59,8 @@ def format_value(value: Any) -> str:
 
 
 def format_time(value: Any) -> str:
-    """Epoch seconds (or milliseconds) -> 'YYYY-MM-DD HH:MM' UTC; text is kept."""
-    if value is None or value == "":
-        return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-        if seconds > 1e11:  # milliseconds
-            seconds /= 1000.0
-        try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-        except (OverflowError, OSError, ValueError):
-            return str(value)
-    return str(value)
+    """A stamp as the tables show it: UTC, to the minute (market data keeps UTC); empty when there is none."""
+    return "" if value in (None, "") else time_text(value, seconds=False, utc=True)
 
 
 def _esc(value: Any) -> str:
@@ -75,79 +69,6 @@ def _esc(value: Any) -> str:
 
 def _tail(text: str, lines: int = 20) -> str:
     return "\n".join((text or "").rstrip().splitlines()[-lines:])
-
-
-def _epoch(value: Any) -> Optional[float]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-        return seconds / 1000.0 if seconds > 1e11 else seconds
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
-
-
-def account_values_frame(points: Sequence[dict]) -> Any:
-    """[{"time", "value"}] -> a pandas DataFrame (time as UTC datetimes) when
-    pandas is importable, else the list itself."""
-    try:
-        import pandas as pd
-    except ImportError:
-        return list(points)
-    frame = pd.DataFrame(list(points), columns=["time", "value"])
-    if len(frame) and all(_epoch(t) is not None for t in frame["time"]):
-        frame["time"] = pd.to_datetime([_epoch(t) for t in frame["time"]], unit="s", utc=True)
-    return frame
-
-
-def _points(account_values: Any) -> list[tuple[float, float]]:
-    """(epoch seconds, value) pairs from a list of dicts or a DataFrame."""
-    if account_values is None:
-        return []
-    if hasattr(account_values, "to_dict") and hasattr(account_values, "columns"):
-        times = list(account_values["time"])
-        values = list(account_values["value"])
-        rows = []
-        for t, v in zip(times, values):
-            stamp = t.timestamp() if hasattr(t, "timestamp") else _epoch(t)
-            rows.append((stamp, v))
-    else:
-        rows = [(_epoch(p.get("time")), p.get("value")) for p in account_values if isinstance(p, dict)]
-    return [(float(t), float(v)) for t, v in rows if t is not None and isinstance(v, (int, float))]
-
-
-def equity_figure(account_values: Any, *, title: str = "Account value", quote: Optional[str] = None) -> Any:
-    """A matplotlib Figure of the equity curve. Built on matplotlib.figure.Figure
-    with the Agg canvas, so it never touches pyplot or a GUI backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    points = _points(account_values)
-    fig = Figure(figsize=(8, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if points:
-        when = [datetime.fromtimestamp(t, tz=timezone.utc) for t, _ in points]
-        ax.plot(when, [v for _, v in points], linewidth=1.4, color="#1f6feb")
-        fig.autofmt_xdate()
-    ax.set_title(title)
-    ax.set_ylabel(f"value ({quote})" if quote else "value")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def figure_png(fig: Any) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def _kv_table_html(rows: Sequence[tuple[str, Any]], caption: str = "") -> str:
@@ -218,12 +139,14 @@ class BacktestResult(Shown):
     exchange: Optional[str] = None
     log_tail: str = ""
     show_chart: bool = field(default=True, compare=False)
+    commands: Hints = field(default=NOTEBOOK, compare=False)  # how the hints spell commands
     _fetch_logs: Optional[Callable[[], str]] = field(default=None, compare=False)
     _png: Optional[bytes] = field(default=None, compare=False)
 
     @classmethod
     def from_api(
-        cls, payload: dict, *, log_tail: str = "", fetch_logs: Optional[Callable[[], str]] = None
+        cls, payload: dict, *, log_tail: str = "", fetch_logs: Optional[Callable[[], str]] = None,
+        commands: Hints = NOTEBOOK,
     ) -> "BacktestResult":
         """From /backtest/status or /backtest/result (whose "result" may be null)."""
         result = payload.get("result") or {}
@@ -251,6 +174,7 @@ class BacktestResult(Shown):
             quote_asset=result.get("quoteAsset"),
             exchange=result.get("exchange"),
             log_tail=log_tail or "",
+            commands=commands,
             _fetch_logs=fetch_logs,
         )
 
@@ -280,7 +204,7 @@ class BacktestResult(Shown):
 
     def chart_png(self) -> Optional[bytes]:
         """The equity chart as PNG bytes (cached), or None without data or matplotlib."""
-        if self._png is None and len(_points(self.account_values)) >= 2:
+        if self._png is None and len(points(self.account_values)) >= 2:
             try:
                 self._png = figure_png(self.figure())
             except ImportError:
@@ -299,11 +223,11 @@ class BacktestResult(Shown):
         return text
 
     def hints(self) -> list[str]:
-        out = [f"%blankly result {self.backtest_id}"]
-        if self.done:
+        out = [self.commands.result(self.backtest_id)]
+        if not self.done:
+            out.append(self.commands.follow_backtest(self.backtest_id))
+        elif self.commands.python:
             out.append("r = _  then r.metrics, r.account_values, r.trades, r.logs(), r.figure()")
-        else:
-            out.append(f"%blankly logs --backtest {self.backtest_id} --follow")
         return out
 
     def _period(self) -> str:
@@ -372,6 +296,7 @@ class DeployResult(Shown):
     exit_code: Optional[int] = None
     error: Optional[str] = None
     log_tail: str = ""
+    commands: Hints = field(default=NOTEBOOK, compare=False)
     _fetch_logs: Optional[Callable[[], str]] = field(default=None, compare=False)
 
     @classmethod
@@ -382,6 +307,7 @@ class DeployResult(Shown):
         *,
         name: Optional[str] = None,
         fetch_logs: Optional[Callable[[], str]] = None,
+        commands: Hints = NOTEBOOK,
     ) -> "DeployResult":
         """From a /model/deploy answer and/or a /model/deployment answer."""
         state = deployment or {}
@@ -396,6 +322,7 @@ class DeployResult(Shown):
             exit_code=state.get("exitCode"),
             error=state.get("error"),
             log_tail=state.get("logTail") or "",
+            commands=commands,
             _fetch_logs=fetch_logs,
         )
 
@@ -420,7 +347,7 @@ class DeployResult(Shown):
         return rows
 
     def hints(self) -> list[str]:
-        return [f"%blankly logs --model {self.model_id} --follow", f"%blankly stop --model {self.model_id}"]
+        return [self.commands.follow_model(self.model_id), self.commands.stop(self.model_id)]
 
     def to_text(self) -> str:
         lines = [f"Model {self.model_id} version {self.version_id or 'n/a'}: {self.status}", _kv_text(self.rows())]
@@ -479,8 +406,6 @@ class Listing(Shown):
         if key.endswith("At") or key in ("since",):
             return format_time(value)
         if isinstance(value, (dict, list)):
-            import json
-
             return json.dumps(value, sort_keys=True)
         return "" if value is None else format_value(value) if isinstance(value, float) else str(value)
 

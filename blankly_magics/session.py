@@ -7,7 +7,6 @@ callers say one line about the :class:`Session` they get back.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,10 @@ from .auth import (
     token_file,
 )
 from .client import HOSTED_URL, DeploymentClient, DeploymentError, normalize_url
+from .hints import NOTEBOOK, Hints
 
-__all__ = ["Session", "SignInError", "sign_in", "current", "sign_out", "configured_url"]
+__all__ = ["Session", "SignInError", "sign_in", "current", "require", "sign_out"]
 
-ENV_URL = "BLANKLY_DEPLOY_URL"
 LOCAL_SOURCE = "local server"
 FORM_SOURCE = "the sign-in form"  # a token handed to sign_in(token=...), e.g. typed in the panel
 
@@ -52,16 +51,25 @@ class Session:
     user_name: Optional[str] = None
     data_dir: Optional[Path] = None  # the embedded server's data dir (local sessions)
 
+    def describe(self) -> str:
+        """The line every face shows after signing in."""
+        who = self.user_name or self.user_id
+        if self.local:
+            return f"Signed in to the local deployment server at {self.url} as {who}"
+        return f"Signed in to {self.url} as {who}"
+
 
 def current() -> Optional[Session]:
     with _lock:
         return _current
 
 
-def configured_url() -> Optional[str]:
-    """The server URL from ``BLANKLY_DEPLOY_URL``, or None (then the embedded server is used)."""
-    value = os.environ.get(ENV_URL, "").strip()
-    return value or None
+def require(hints: Hints = NOTEBOOK) -> Session:
+    """The current session, or a SignInError saying how to sign in."""
+    signed = current()
+    if signed is None:
+        raise SignInError(f"not signed in: run {hints.login} first")
+    return signed
 
 
 def _set_current(session: Optional[Session]) -> Optional[Session]:
@@ -84,12 +92,13 @@ def _login(client: DeploymentClient, source: str) -> None:
         raise SignInError(str(exc)) from None
 
 
-def _sign_in_local(data_dir: Union[str, Path, None], timeout: float) -> Session:
+def _sign_in_local(data_dir: Union[str, Path, None], timeout: float, hints: Hints) -> Session:
     from .embedded import EmbeddedServerError, ensure_local_server, local_refresh_token
 
+    hint = hints.restart_local()
     try:
         server = ensure_local_server(data_dir, timeout=timeout)
-        client = DeploymentClient(server.url, local_refresh_token(server.data_dir))
+        client = DeploymentClient(server.url, local_refresh_token(server.data_dir), unreachable_hint=hint)
         try:
             client.login()
         except DeploymentError as exc:
@@ -97,7 +106,8 @@ def _sign_in_local(data_dir: Union[str, Path, None], timeout: float) -> Session:
             if exc.status not in (400, 401, 403):
                 raise
             # The cached token is unknown to this server (its data dir was wiped): issue a new one.
-            client = DeploymentClient(server.url, local_refresh_token(server.data_dir, renew=True))
+            client = DeploymentClient(server.url, local_refresh_token(server.data_dir, renew=True),
+                                      unreachable_hint=hint)
             client.login()
     except (DeploymentError, EmbeddedServerError) as exc:
         raise SignInError(f"cannot use the local deployment server: {exc}") from None
@@ -143,6 +153,7 @@ def sign_in(
     browser_port: int = BROWSER_PORT,
     browser_timeout: float = 120.0,
     server_timeout: float = 30.0,
+    hints: Hints = NOTEBOOK,
 ) -> Session:
     """Sign in and make the result the current session.
 
@@ -152,9 +163,10 @@ def sign_in(
     inherits it), else ``--token-env``, ``BLANKLY_REFRESH_TOKEN``, the Blankly CLI's
     file, then a hidden prompt; ``browser=True`` captures the sign-in redirect
     before those. ``notify`` receives the few lines a user must see while waiting
-    (the link to open); the caller decides how to show them."""
+    (the link to open); the caller decides how to show them. ``hints`` spell the
+    command that starts the local server again, for when it cannot be reached."""
     if url is None:
-        session = _sign_in_local(data_dir, server_timeout)
+        session = _sign_in_local(data_dir, server_timeout, hints)
     else:
         try:
             base = normalize_url(url)
@@ -182,6 +194,16 @@ def sign_in(
     if previous is not None and previous.client is not session.client:
         previous.client.close()
     return session
+
+
+def release(signed: Session) -> None:
+    """End this process's use of ``signed`` and keep its token where it is kept (a command of
+    the CLI signs in for its own run only)."""
+    global _current
+    with _lock:
+        if _current is signed:
+            _current = None
+    signed.client.close()
 
 
 def sign_out(revoke: bool = True) -> bool:

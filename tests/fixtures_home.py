@@ -2,8 +2,12 @@
 user's Blankly token file, data dirs and environment hints are never touched."""
 from __future__ import annotations
 
+import os
 import socket
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,3 +40,33 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in OUTSIDE_HINTS:
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+_environment_writes: list[list[str]] = []  # one list per active recorder
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "os.putenv" and _environment_writes:
+        value = os.fsdecode(args[1])
+        for writes in _environment_writes:
+            writes.append(value)
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only while a recorder is active
+
+
+@contextmanager
+def environment_writes() -> Iterator[list[str]]:
+    """Every value put into this process's environment meanwhile -- what a child process
+    started at that moment (the embedded server, a backtest) would inherit."""
+    writes: list[str] = []
+    _environment_writes.append(writes)
+    try:
+        yield writes
+    finally:
+        _environment_writes.remove(writes)
+
+
+def assert_not_in_environment(secret: str, writes: list[str]) -> None:
+    assert not any(secret in value for value in writes), "the secret was put in the environment"
+    assert not any(secret in value for value in os.environ.values())

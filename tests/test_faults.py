@@ -30,7 +30,7 @@ from blankly_magics.client import DeploymentClient, DeploymentError
 from tests.fixtures_notebooks import write_notebook
 from tests.fixtures_server import ServerHandle, wait_for, write_model_zip
 from tests.reliability import record
-from tests.test_magics import Cells, cells, isolated  # noqa: F401 (fixtures: a real shell, a private home)
+from tests.magics_shell import Cells
 from tests.test_runner import gone, run_processes
 
 TICKER = "import itertools, time\nfor i in itertools.count():\n    print(f'tick {i}', flush=True)\n    time.sleep(0.5)\n"
@@ -485,7 +485,7 @@ def test_interrupting_deploy_mid_upload_and_after_it_says_what_the_server_holds(
     (model_id,) = stored_models(local_server, "big")
     version_id = local_server.request("GET", "/model/versions", params={"modelId": model_id}).json()[0]["versionId"]
     assert (f"Interrupted after the upload was sent: the server stored it as model big ({model_id}), version "
-            f"{version_id}; running the cell again adds a version to that model. "
+            f"{version_id}; the next run of this notebook adds a version to that model. "
             f"Check it with %blankly status --model {model_id}") in out, out
     proxy.set_mode("pass")
     listing = cells.run(f"%blankly versions --model {model_id}")
@@ -535,7 +535,7 @@ def test_interrupt_whose_lookup_fails_the_next_deploy_still_finds_the_model_by_i
     out = cells.run(cell)
     watcher.join(5)
     assert ("Interrupted after the upload was sent: the server may have stored it; check with %blankly versions "
-            "--model big. If it did, the next %%blankly_deploy of this notebook adds a version to that model "
+            "--model big. If it did, the next run of this notebook adds a version to that model "
             "(the one named 'big' holding this very upload) instead of making a second 'big'.") in out, out
     (made,) = [m for m in stored_models(local_server, "big") if m != other]
 

@@ -1,6 +1,6 @@
 """Bad input on the notebook side: one clear line for the user, and nothing reaches the server.
 
-Complements tests/test_magics.py (option errors before any sign-in, a dry-run undefined
+Complements tests/magics/test_magics.py (option errors before any sign-in, a dry-run undefined
 name), tests/test_export.py (read_notebook's errors) and tests/test_client.py (scripted
 servers): here every bad notebook, strategy or option is tried by a user who IS signed in
 to a real server, and the server must hold nothing afterwards; bad server URLs are tried
@@ -19,7 +19,7 @@ from tests.fixtures_notebooks import RSI_ENTRY, write_notebook
 from tests.fixtures_server import ServerHandle
 from tests.reliability import record
 from tests.test_faults import fault_proxy  # noqa: F401 (fixture)
-from tests.test_magics import Cells, alice, cells, isolated  # noqa: F401 (fixtures)
+from tests.magics_shell import Cells
 
 BACKTEST = "%%blankly_deploy --backtest --notebook {nb} --initial USD=10000 --start 2010-06-01 --end 2013-03-01"
 

@@ -5,15 +5,9 @@ import math
 
 import pytest
 
-from blankly_magics.results import (
-    BacktestResult,
-    DeployResult,
-    Listing,
-    account_values_frame,
-    format_time,
-    format_value,
-    normalize_metrics,
-)
+from blankly_magics.charts import account_values_frame
+from blankly_magics.hints import TERMINAL
+from blankly_magics.results import BacktestResult, DeployResult, Listing, format_time, format_value, normalize_metrics
 
 DAY = 86400.0
 START = 1275350400.0  # 2010-06-01 00:00 UTC
@@ -203,8 +197,19 @@ def test_format_value(value, text):
 def test_format_time_accepts_seconds_milliseconds_and_text():
     assert format_time(START) == "2010-06-01 00:00"
     assert format_time(START * 1000) == "2010-06-01 00:00"
-    assert format_time("2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
+    assert format_time("2024-01-01T00:00:00Z") == "2024-01-01 00:00"  # ISO text from another server, read
+    assert format_time("not a time") == "not a time"
     assert format_time(None) == ""
+
+
+def test_hints_are_spelled_as_the_face_spells_its_commands():
+    notebook = BacktestResult.from_api(_payload())
+    terminal = BacktestResult.from_api(_payload(), commands=TERMINAL)
+    assert "%blankly result bt-1" in notebook.to_text() and "r = _" in notebook.to_text()
+    assert "blankly-magics result bt-1" in terminal.to_text() and "r = _" not in terminal.to_text()
+    deployed = DeployResult.from_api({"modelId": "m-1"}, {"state": "running"}, commands=TERMINAL)
+    assert "blankly-magics logs --model m-1 --follow" in deployed.to_text()
+    assert "blankly-magics stop --model m-1" in deployed.to_text()
 
 
 def test_ipython_shows_the_text_form_and_the_html_form():

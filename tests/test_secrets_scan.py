@@ -26,7 +26,7 @@ import pytest
 from blankly_magics import session as sessions
 from tests.fixtures_notebooks import PRICES_CSV, RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, write_notebook
 from tests.reliability import record
-from tests.test_magics import Cells, cells, isolated  # noqa: F401 (fixtures: a real shell, a private home)
+from tests.magics_shell import Cells
 
 FAKE_KEY = "PKFAKEKEY7Q2W3E4R5T6Y7U8"
 FAKE_SECRET = "fakeSecretZx9Cv8Bn7Mm6Ll5Kk4Jj3Hh2Gg1Ff0Dd"

@@ -2,22 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import sys
 import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 import requests
 
 from blankly_magics import auth, session
 from blankly_magics.client import DeploymentClient, DeploymentError
+from blankly_magics.config import BlanklyConfig
 from blankly_magics.embedded import stop_local_server
-from blankly_magics.session import SignInError, configured_url, current, sign_in, sign_out
+from blankly_magics.session import SignInError, current, sign_in, sign_out
 
-from .fixtures_home import free_port
+from .fixtures_home import assert_not_in_environment, environment_writes, free_port
 
 pytestmark = pytest.mark.usefixtures("private_home")
 
@@ -36,36 +33,6 @@ def refuse_prompt(text: str) -> str:
 
 def shown(value: object) -> str:
     return f"{value!r} {value}"
-
-
-_environment_writes: list[list[str]] = []  # one list per active recorder
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "os.putenv" and _environment_writes:
-        value = os.fsdecode(args[1])
-        for writes in _environment_writes:
-            writes.append(value)
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed: it records only while a recorder is active
-
-
-@contextmanager
-def environment_writes() -> Iterator[list[str]]:
-    """Every value put into this process's environment meanwhile -- what a child process
-    started at that moment (the embedded server, a backtest) would inherit."""
-    writes: list[str] = []
-    _environment_writes.append(writes)
-    try:
-        yield writes
-    finally:
-        _environment_writes.remove(writes)
-
-
-def assert_not_in_environment(secret: str, writes: list[str]) -> None:
-    assert not any(secret in value for value in writes), "the secret was put in the environment"
-    assert not any(secret in value for value in os.environ.values())
 
 
 def test_no_url_signs_in_to_the_embedded_server(tmp_path):
@@ -222,12 +189,14 @@ def test_signing_out_of_the_local_server_keeps_a_blankly_login(tmp_path):
     assert sign_in().local  # its local token still works
 
 
-def test_configured_url_reads_blankly_deploy_url(monkeypatch):
-    assert configured_url() is None
+def test_the_server_url_comes_from_the_config_else_blankly_deploy_url(monkeypatch):
+    config = BlanklyConfig()
+    assert config.server_url() is None  # the embedded local server
     monkeypatch.setenv("BLANKLY_DEPLOY_URL", "  http://127.0.0.1:8127 ")
-    assert configured_url() == "http://127.0.0.1:8127"
+    assert config.server_url() == "http://127.0.0.1:8127"  # read when needed, not when the config was made
     monkeypatch.setenv("BLANKLY_DEPLOY_URL", "")
-    assert configured_url() is None
+    assert config.server_url() is None
+    assert BlanklyConfig(url="http://127.0.0.1:9000").server_url() == "http://127.0.0.1:9000"
 
 
 def test_one_session_at_a_time_across_threads(local_server):

@@ -69,12 +69,13 @@ for line in sys.stdin:
         raise SystemExit(f"the backtest did not complete: {result.status} {result.error}\n{shown[-3000:]}")
     if "Sharpe" not in shown:
         raise SystemExit(f"the metrics were not shown:\n{shown[-3000:]}")
-    from blankly_magics import runs, session
+    from blankly_magics import session
+    from blankly_magics.workflow import fetch_backtest
     current = session.current()
     status = current.client.backtest_status(result.backtest_id)
     # Fetch and show the same result again, apart, to split the tail of the cell.
     t = time.time()
-    again = runs.fetch_backtest(current, result.backtest_id)
+    again = fetch_backtest(current, result.backtest_id)
     fetch = time.time() - t
     again.show_chart = result.show_chart
     t = time.time()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-from blankly_magics.__main__ import main
+from blankly_magics.cli import main
 from blankly_magics.server.zipcheck import inspect_model_zip
 from tests.fixtures_notebooks import RSI_ENTRY, write_notebook
 
@@ -45,7 +45,7 @@ def test_a_problem_exits_2_names_the_cell_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 2
     assert printed.out == ""
-    assert "error: cannot build the model from" in printed.err
+    assert printed.err.startswith("error: cannot build the model: ") and printed.err.count("\n") == 1  # one line
     assert "`LIMIT`" in printed.err and "cell 0 (id " in printed.err and "cell 1 (id " in printed.err
     assert out.read_bytes() == b"previous build"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ipynb", "model.zip"]

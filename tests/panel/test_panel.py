@@ -21,11 +21,11 @@ import pytest
 from blankly_magics import session
 from blankly_magics.embedded import stop_local_server
 from blankly_magics.panel import NEW_MODEL, BlanklyPanel, PanelError, plan_label
-from blankly_magics.runs import BacktestArgsError, backtest_args, parse_balances
+from blankly_magics.workflow import BacktestArgsError, backtest_args, parse_balances
 
-from .fixtures_notebooks import RSI_BACKTEST_ARGS, rsi_cells, write_notebook
-from .fixtures_server import wait_for
-from .test_session import assert_not_in_environment, environment_writes
+from ..fixtures_notebooks import RSI_BACKTEST_ARGS, rsi_cells, write_notebook
+from ..fixtures_server import wait_for
+from ..fixtures_home import assert_not_in_environment, environment_writes
 
 
 class InlineExecutor(Executor):
@@ -68,10 +68,10 @@ def make_panel(rsi_notebook: Path) -> Iterator[Callable[..., BlanklyPanel]]:
 
 def sign_in_with_form(panel: BlanklyPanel, server: Any, user: str = "alice") -> str:
     token = server.refresh_token(user)
-    panel.local_checkbox.value = False
-    panel.url_input.value = server.url
-    panel.token_input.value = token
-    panel.sign_in_button.click()
+    panel.sign_in.local_checkbox.value = False
+    panel.sign_in.url_input.value = server.url
+    panel.sign_in.token_input.value = token
+    panel.sign_in.sign_in_button.click()
     return token
 
 
@@ -79,7 +79,7 @@ def widgets_of(panel: BlanklyPanel) -> list[W.Widget]:
     """Every widget the panel holds, shown or hidden."""
     found: dict[int, W.Widget] = {}
     stack = [value for value in vars(panel).values() if isinstance(value, W.Widget)]
-    stack += [box for box in panel._cell_boxes]
+    stack += [box for box in panel.cells.boxes]
     while stack:
         widget = stack.pop()
         if id(widget) in found:
@@ -105,7 +105,7 @@ def results_html(panel: BlanklyPanel) -> str:
 
 
 def buttons_enabled(panel: BlanklyPanel) -> bool:
-    return not any(button.disabled for button in panel._action_buttons)
+    return not any(button.disabled for button in panel.buttons())
 
 
 def assert_clean(panel: BlanklyPanel, *secrets: str) -> None:
@@ -163,14 +163,14 @@ def test_bad_backtest_fields_say_what_to_fix(fields, message) -> None:
 
 def test_cells_are_ticked_by_the_export_rules_and_preview_builds_without_signing_in(make_panel) -> None:
     panel = make_panel()
-    ticks = {box.cell_index: box.value for box in panel._cell_boxes}
+    ticks = {box.cell_index: box.value for box in panel.cells.boxes}
     assert ticks == {1: True, 2: False, 3: True, 4: True}  # the #| blankly cells; markdown not offered
-    assert panel._cell_boxes[1].description.startswith("cell 2: import pandas as pd")
-    assert "strategy.start()" in panel.entry_input.value  # the Strategy the cells bind
-    assert panel.files_select.options == ("GOOG-USD-1d.csv",)
-    assert "Not signed in" in panel.status_text and panel.sign_in_form.layout.display != "none"
+    assert panel.cells.boxes[1].description.startswith("cell 2: import pandas as pd")
+    assert "strategy.start()" in panel.cells.entry_input.value  # the Strategy the cells bind
+    assert panel.cells.files_select.options == ("GOOG-USD-1d.csv",)
+    assert "Not signed in" in panel.status_text and panel.sign_in.sign_in_form.layout.display != "none"
 
-    panel.preview_button.click()
+    panel.cells.preview_button.click()
 
     assert panel.status_text.startswith("\u2714 Preview: 6 files")
     summary = results_html(panel)
@@ -186,10 +186,10 @@ def test_extra_files_picked_in_include_go_into_the_model(make_panel, rsi_noteboo
     (folder / ".git").mkdir()
     (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     panel = make_panel()
-    assert panel.files_select.options == ("GOOG-USD-1d.csv", "params/thresholds.json")  # nothing hidden
+    assert panel.cells.files_select.options == ("GOOG-USD-1d.csv", "params/thresholds.json")  # nothing hidden
 
-    panel.files_select.value = ("params/thresholds.json",)
-    panel.preview_button.click()
+    panel.cells.files_select.value = ("params/thresholds.json",)
+    panel.cells.preview_button.click()
 
     assert "params/thresholds.json" in results_html(panel), panel.status_text
 
@@ -199,10 +199,10 @@ def test_an_undefined_name_in_a_ticked_cell_is_one_line_naming_the_cell(make_pan
                               rsi_cells() + ["#| blankly\nthreshold = tuned_threshold(30)\n"])
     panel = make_panel(notebook)
 
-    panel.preview_button.click()
+    panel.cells.preview_button.click()
 
     line = panel.status_text
-    assert line.startswith("\u2716 Cannot build the model:") and "\n" not in line
+    assert line.startswith("\u2716 cannot build the model:") and "\n" not in line  # the magics' words
     assert "cell 5" in line and "tuned_threshold" in line
     assert isinstance(panel.last_error, Exception) and buttons_enabled(panel)
     assert panel.results.outputs == ()
@@ -210,11 +210,11 @@ def test_an_undefined_name_in_a_ticked_cell_is_one_line_naming_the_cell(make_pan
 
 def test_unticking_the_imports_cell_is_caught_before_upload(make_panel) -> None:
     panel = make_panel()
-    panel._cell_boxes[0].value = False  # cell 1: import blankly
+    panel.cells.boxes[0].value = False  # cell 1: import blankly
 
-    panel.preview_button.click()
+    panel.cells.preview_button.click()
 
-    assert "Cannot build the model" in panel.status_text and "blankly" in panel.status_text
+    assert "cannot build the model" in panel.status_text and "blankly" in panel.status_text
 
 
 # ---------------------------------------------------------------- against the real server
@@ -224,21 +224,21 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
     panel = make_panel()
     token = sign_in_with_form(panel, local_server)
 
-    assert panel.token_input.value == ""  # used, then dropped from the widget
-    assert local_server.url in panel.who.value and panel.sign_in_form.layout.display == "none"
+    assert panel.sign_in.token_input.value == ""  # used, then dropped from the widget
+    assert local_server.url in panel.sign_in.who.value and panel.sign_in.sign_in_form.layout.display == "none"
     assert panel.status_text == "\u2714 Ready."
     user_id = local_server.user_id("alice")
-    assert panel.project_dd.value == user_id  # the personal project
+    assert panel.target.project_dd.value == user_id  # the personal project
     plans = local_server.request("POST", "/project/plans", data={"type": "backtesting"}).json()
-    assert [value for _, value in panel.plan_dd.options] == list(plans)
-    assert all("CPU" in label and "RAM" in label for label, _ in panel.plan_dd.options)
-    assert panel.plan_dd.value == next(iter(plans))
-    assert panel.model_dd.value == NEW_MODEL and panel.model_name.layout.display != "none"
+    assert [value for _, value in panel.target.plan_dd.options] == list(plans)
+    assert all("CPU" in label and "RAM" in label for label, _ in panel.target.plan_dd.options)
+    assert panel.target.plan_dd.value == next(iter(plans))
+    assert panel.target.model_dd.value == NEW_MODEL and panel.target.model_name.layout.display != "none"
 
-    panel.start_input.value, panel.end_input.value = "2010-06-01", "2013-03-01"
-    panel.initial_input.value = "USD=10000"
-    panel.description.value = "first try from the panel"
-    panel.backtest_button.click()
+    panel.backtest.start_input.value, panel.backtest.end_input.value = "2010-06-01", "2013-03-01"
+    panel.backtest.initial_input.value = "USD=10000"
+    panel.target.description.value = "first try from the panel"
+    panel.backtest.backtest_button.click()
 
     assert "completed" in panel.status_text, panel.status_text
     assert panel.progress.value == 100 and buttons_enabled(panel)
@@ -249,7 +249,7 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
 
     # What the server received: one version of a new model named after the notebook,
     # and a backtest with the typed arguments.
-    model_id = panel.model_dd.value
+    model_id = panel.target.model_dd.value
     assert model_id != NEW_MODEL  # the panel picked the new model
     models = local_server.request("POST", "/model/list", data={"projectId": user_id}).json()
     assert [(m["name"], m["modelId"]) for m in models] == [("rsi", model_id)]
@@ -262,8 +262,8 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
     assert stored["result"]["metrics"]
 
     # A second click adds a version to the same model.
-    panel.to_input.value = ""
-    panel.backtest_button.click()
+    panel.backtest.to_input.value = ""
+    panel.backtest.backtest_button.click()
     assert "completed" in panel.status_text, panel.status_text
     versions = local_server.request("GET", "/model/versions", params={"modelId": model_id}).json()
     assert len(versions) == 2
@@ -272,7 +272,7 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
 
     # A new panel on the same notebook picks the model it used last (the magics' side file).
     again = make_panel()
-    assert again.model_dd.value == model_id and again.model_name.layout.display == "none"
+    assert again.target.model_dd.value == model_id and again.target.model_name.layout.display == "none"
 
 
 def test_a_typed_token_wins_over_the_environment_and_never_enters_it(make_panel, local_server, monkeypatch) -> None:
@@ -297,33 +297,33 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
     panel = make_panel(notebook)
     sign_in_with_form(panel, local_server)
     user_id = local_server.user_id("alice")
-    backtest_plans = panel.plan_dd.options
-    panel.mode.value = "live"
-    assert panel.deploy_button.layout.display != "none" and panel.backtest_button.layout.display == "none"
+    backtest_plans = panel.target.plan_dd.options
+    panel.target.mode.value = "live"
+    assert panel.deploy.deploy_button.layout.display != "none" and panel.backtest.backtest_button.layout.display == "none"
     live_plans = local_server.request("POST", "/project/plans", data={"type": "live"}).json()
-    assert [value for _, value in panel.plan_dd.options] == list(live_plans)
+    assert [value for _, value in panel.target.plan_dd.options] == list(live_plans)
     assert backtest_plans  # the backtesting plans were shown before
 
-    panel.deploy_button.click()
-    assert panel.deploy_button.description == "Confirm deploy live"
+    panel.deploy.deploy_button.click()
+    assert panel.deploy.deploy_button.description == "Confirm deploy live"
     assert "Confirm deploy live" in panel.status_text
     assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []  # nothing yet
 
-    panel.deploy_button.click()
-    assert panel.deploy_button.description == "Deploy live"
+    panel.deploy.deploy_button.click()
+    assert panel.deploy.deploy_button.description == "Deploy live"
     assert panel.status_text.startswith("\u2714 Deployed model"), panel.status_text
-    model_id = panel.deployed_model_id
-    assert panel.deployment_bar.layout.display != "none" and model_id in results_html(panel)
+    model_id = panel.deploy.model_id
+    assert panel.deploy.bar.layout.display != "none" and model_id in results_html(panel)
     assert "%blankly" not in results_html(panel)  # Logs and Stop are the buttons below, not commands
     state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
     assert state["state"] in ("starting", "running")
 
     def logs_shown() -> bool:
-        panel.logs_button.click()
-        return "ticker model up" in "".join(out.get("text", "") for out in panel.logs.outputs)
+        panel.logs.logs_button.click()
+        return "ticker model up" in "".join(out.get("text", "") for out in panel.logs.output.outputs)
 
     wait_for(logs_shown, "the live model's log in the panel", timeout=120, poll=1.0)
-    panel.stop_button.click()
+    panel.deploy.stop_button.click()
     assert "stopped" in panel.status_text, panel.status_text
     state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
     assert state["state"] == "stopped"
@@ -333,14 +333,14 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
 def test_the_confirmation_expires(make_panel, local_server) -> None:
     panel = make_panel(confirm_seconds=0.2)
     sign_in_with_form(panel, local_server)
-    panel.mode.value = "live"
+    panel.target.mode.value = "live"
 
-    panel.deploy_button.click()
-    assert panel.deploy_button.description == "Confirm deploy live"
-    wait_for(lambda: panel.deploy_button.description == "Deploy live", "the confirmation to expire", timeout=30)
+    panel.deploy.deploy_button.click()
+    assert panel.deploy.deploy_button.description == "Confirm deploy live"
+    wait_for(lambda: panel.deploy.deploy_button.description == "Deploy live", "the confirmation to expire", timeout=30)
 
-    panel.deploy_button.click()  # a fresh first click: asks again, deploys nothing
-    assert panel.deploy_button.description == "Confirm deploy live"
+    panel.deploy.deploy_button.click()  # a fresh first click: asks again, deploys nothing
+    assert panel.deploy.deploy_button.description == "Confirm deploy live"
     user_id = local_server.user_id("alice")
     assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []
 
@@ -351,7 +351,7 @@ def test_the_confirmation_expires(make_panel, local_server) -> None:
 def test_not_signed_in_is_one_line_and_nothing_is_raised(make_panel) -> None:
     panel = make_panel()
 
-    panel.backtest_button.click()
+    panel.backtest.backtest_button.click()
 
     assert panel.status_text.startswith("\u2716 Not signed in")
     assert isinstance(panel.last_error, PanelError) and buttons_enabled(panel)
@@ -359,24 +359,24 @@ def test_not_signed_in_is_one_line_and_nothing_is_raised(make_panel) -> None:
 
 def test_a_refused_token_is_one_line_without_the_token(make_panel, local_server) -> None:
     panel = make_panel()
-    panel.local_checkbox.value = False
-    panel.url_input.value = local_server.url
+    panel.sign_in.local_checkbox.value = False
+    panel.sign_in.url_input.value = local_server.url
     wrong = "not-a-token-" + "x" * 40
-    panel.token_input.value = wrong
+    panel.sign_in.token_input.value = wrong
 
-    panel.sign_in_button.click()
+    panel.sign_in.sign_in_button.click()
 
     assert panel.status_text.startswith("\u2716 ") and "refused" in panel.status_text
-    assert session.current() is None and panel.sign_in_form.layout.display != "none"
+    assert session.current() is None and panel.sign_in.sign_in_form.layout.display != "none"
     assert_clean(panel, wrong)
 
 
 def test_a_missing_token_says_where_to_put_it(make_panel, local_server) -> None:
     panel = make_panel()
-    panel.local_checkbox.value = False
-    panel.url_input.value = local_server.url
+    panel.sign_in.local_checkbox.value = False
+    panel.sign_in.url_input.value = local_server.url
 
-    panel.sign_in_button.click()
+    panel.sign_in.sign_in_button.click()
 
     assert "Paste your refresh token in the Token field" in panel.status_text
 
@@ -386,7 +386,7 @@ def test_server_down_is_one_line_and_the_panel_recovers(make_panel, local_server
     token = sign_in_with_form(panel, local_server)
     local_server.stop()
 
-    panel.backtest_button.click()
+    panel.backtest.backtest_button.click()
 
     line = panel.status_text
     assert line.startswith("\u2716 ") and "\n" not in line
@@ -398,15 +398,15 @@ def test_server_down_is_one_line_and_the_panel_recovers(make_panel, local_server
 def test_bad_balances_are_caught_before_anything_is_uploaded(make_panel, local_server) -> None:
     panel = make_panel()
     sign_in_with_form(panel, local_server)
-    panel.initial_input.value = "USD10000"
+    panel.backtest.initial_input.value = "USD10000"
 
-    panel.backtest_button.click()
+    panel.backtest.backtest_button.click()
 
     assert panel.status_text == (
         "\u2716 initial balance 'USD10000' is not ASSET=AMOUNT: write e.g. USD=10000 (several: USD=10000, BTC=0.5)")
-    panel.initial_input.value = "USD=10000"
-    panel.start_input.value = "2010-06-01"  # and no end
-    panel.backtest_button.click()
+    panel.backtest.initial_input.value = "USD=10000"
+    panel.backtest.start_input.value = "2010-06-01"  # and no end
+    panel.backtest.backtest_button.click()
     assert "backtest period: give both a start and an end date" in panel.status_text
     assert isinstance(panel.last_error, BacktestArgsError) and buttons_enabled(panel)
     user_id = local_server.user_id("alice")
@@ -417,10 +417,10 @@ def test_sign_out_shows_the_form_again(make_panel, local_server) -> None:
     panel = make_panel()
     sign_in_with_form(panel, local_server)
 
-    panel.sign_out_button.click()
+    panel.sign_in.sign_out_button.click()
 
     assert session.current() is None
-    assert panel.sign_in_form.layout.display != "none" and panel.signed_in_box.layout.display == "none"
+    assert panel.sign_in.sign_in_form.layout.display != "none" and panel.sign_in.signed_in_box.layout.display == "none"
     assert "Not signed in" in panel.status_text
 
 
@@ -433,7 +433,7 @@ def kernel_shell() -> Iterator[Any]:
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from .magics_shell import TestingShell
+    from ..magics_shell import TestingShell
 
     InteractiveShell.clear_instance()
     config = Config()
@@ -471,9 +471,9 @@ def test_blankly_panel_magic_shows_it_once_and_works_off_the_main_thread(
         assert panel.notebook == rsi_notebook.resolve()
         # The pickers fill on the panel's own thread; the shell was free at once.
         wait_for(lambda: panel.status_text == "\u2714 Ready.", "the panel to load its pickers", timeout=60)
-        assert panel.project_dd.value == local_server.user_id("alice")
-        assert panel.plan_dd.value == plans[-1] and panel.python_dd.value == "3.10"
-        panel.preview_button.click()
+        assert panel.target.project_dd.value == local_server.user_id("alice")
+        assert panel.target.plan_dd.value == plans[-1] and panel.target.python_dd.value == "3.10"
+        panel.cells.preview_button.click()
         wait_for(lambda: "Preview" in panel.status_text, "the preview", timeout=60)
         assert "3 cell(s) taken" in results_html(panel)
     finally:

@@ -14,83 +14,12 @@ import time
 import zipfile
 
 import pytest
-from IPython.core.error import UsageError
 
 from blankly_magics import session as sessions
 from tests.fixtures_notebooks import RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, write_notebook
-from tests.magics_shell import TestingShell
 
 RSI_BACKTEST = "%%blankly_deploy --backtest --notebook {nb} --initial USD=10000 --start 2010-06-01 --end 2013-03-01"
 METRICS = ("Sharpe Ratio", "Compound Annual Growth Rate (%)", "Max Drawdown (%)", "Cumulative Returns (%)")
-
-
-class Cells:
-    """Runs cells in the shell and keeps everything they printed, to check for secrets at the end."""
-
-    def __init__(self, ip: TestingShell, capsys: pytest.CaptureFixture) -> None:
-        self.ip = ip
-        self.capsys = capsys
-        self.seen: list[str] = []
-        self.secrets: set[str] = set()
-
-    def run(self, source: str) -> str:
-        try:
-            self.ip.run_cell(source)
-        finally:
-            out, err = self.capsys.readouterr()
-            self.seen.append(out + err)
-        return out + err
-
-    def fails(self, source: str) -> str:
-        """Run a cell that must fail with a UsageError shown as one line; return that message."""
-        with pytest.raises(UsageError) as info:
-            self.run(source)
-        printed = self.seen[-1]
-        message = str(info.value)
-        assert printed.endswith(f"UsageError: {message}\n"), printed
-        assert "Traceback" not in printed and "\n" not in message
-        return message
-
-    @property
-    def last(self):
-        return self.ip.user_ns.get("_")
-
-    def check_no_secret(self) -> None:
-        current = sessions.current()
-        if current is not None and current.client._id_token is not None:
-            self.secrets.add(current.client._id_token.reveal())
-        text = "\n".join(self.seen)
-        for secret in self.secrets:
-            assert secret not in text
-
-
-@pytest.fixture
-def isolated(private_home):
-    """The shared private home (tests/fixtures_home.py), under the name these tests use."""
-    return private_home
-
-
-@pytest.fixture
-def cells(isolated, capsys):
-    ip = TestingShell.fresh()
-    ip.run_cell("%load_ext blankly_magics")
-    runner = Cells(ip, capsys)
-    yield runner
-    try:
-        runner.check_no_secret()
-    finally:
-        sessions.sign_out(revoke=False)
-
-
-@pytest.fixture
-def alice(cells, local_server, monkeypatch):
-    """Signed in as alice with a token taken from an environment variable."""
-    token = local_server.refresh_token("alice")
-    cells.secrets.add(token)
-    monkeypatch.setenv("ALICE_TOKEN", token)
-    out = cells.run(f"%blankly_login --url {local_server.url} --token-env ALICE_TOKEN")
-    assert out == f"Signed in to {local_server.url} as alice\n"
-    return local_server
 
 
 # ------------------------------------------------------------ loading and options
@@ -166,8 +95,8 @@ def test_bad_deploy_options(cells, line, message):
 
 
 def test_backtest_options_read_as_the_panel_reads_its_fields(cells, rsi_notebook):
-    # One parser for both faces (runs.backtest_args): the same input gives the same kwargs.
-    from blankly_magics.runs import backtest_args
+    # One parser for every face (workflow.backtest_args): the same input gives the same kwargs.
+    from blankly_magics.workflow import backtest_args
 
     cells.run(f"%%blankly_deploy --dry-run --backtest --notebook {rsi_notebook} --initial usd=10000 "
               f"--initial 'btc=0.5, eth=2' --start 2010-06-01 --end 2013-03-01 --args '{{\"use_price\": \"open\"}}'"

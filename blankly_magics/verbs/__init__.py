@@ -1,0 +1,52 @@
+"""The verbs of ``%blankly`` and of ``blankly-magics``: one module per verb, shared by both faces.
+
+A verb module has ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(face, args)``, which asks the workflow and returns what to show (a result
+object, or None once it has said what it had to through ``face.feedback``). The
+magics route ``%blankly VERB`` here and display the value below the cell; the CLI
+routes ``blankly-magics VERB`` here and prints its text. A new verb is a new module
+named in ``VERBS``: it then exists in both faces, with the same options and words.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from ..config import BlanklyConfig
+    from ..session import Session
+    from ..workflow.feedback import Feedback
+
+VERBS = ("projects", "models", "versions", "status", "logs", "stop", "backtests", "result", "cancel")
+
+
+class Face(Protocol):
+    """What a verb needs from the face that runs it."""
+
+    config: "BlanklyConfig"
+    feedback: "Feedback"
+
+    def session(self) -> "Session":
+        """The signed-in session (the magics: the current one; the CLI: signs in now)."""
+
+
+def module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def add_verbs(subparsers: "argparse._SubParsersAction", names: Sequence[str] = VERBS,
+              parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """A sub-parser per verb, each with its own options (and the face's ``parents``)."""
+    for name in names:
+        verb = module(name)
+        sub = subparsers.add_parser(name, help=verb.HELP, description=verb.HELP[:1].upper() + verb.HELP[1:] + ".",
+                                    parents=list(parents))
+        verb.add_arguments(sub)
+        sub.set_defaults(verb=name)
+
+
+def usage_message(prog: str, message: str) -> str:
+    """How both faces word a command line they cannot read."""
+    return f"{prog}: {message} (see `{prog} --help`)"

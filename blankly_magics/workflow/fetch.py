@@ -1,0 +1,43 @@
+"""Fetching what the server holds about a run and shaping it into result objects."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from ..hints import NOTEBOOK, Hints
+from ..results import BacktestResult, DeployResult
+from .logs import backtest_log, model_log, read_all, tail_bytes
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+
+def result_from(session: "Session", payload: dict, hints: Hints = NOTEBOOK, log_tail: str = "") -> BacktestResult:
+    """A BacktestResult from a status or result answer, its whole log fetched when asked for."""
+    backtest_id = str(payload.get("backtestId") or payload.get("id") or "")
+    source = backtest_log(session, backtest_id)
+    return BacktestResult.from_api(payload, log_tail=log_tail, fetch_logs=lambda: read_all(source), commands=hints)
+
+
+def fetch_backtest(session: "Session", backtest_id: str, hints: Hints = NOTEBOOK) -> BacktestResult:
+    """A backtest's status and, once it completed, its metrics, account values and trades
+    (the end of its log when it failed)."""
+    payload = session.client.backtest_result(backtest_id)
+    tail = tail_bytes(backtest_log(session, backtest_id)) if payload.get("status") == "failed" else ""
+    return result_from(session, payload, hints, log_tail=tail)
+
+
+def deployment_result(
+    session: "Session", model_id: str, *, answer: Optional[dict] = None, name: Optional[str] = None,
+    hints: Hints = NOTEBOOK,
+) -> DeployResult:
+    """The live state of a model (after a deploy, ``answer`` carries its version)."""
+    state = session.client.deployment(model_id)
+    source = model_log(session, model_id)
+    return DeployResult.from_api(answer or {"modelId": model_id}, state, name=name,
+                                 fetch_logs=lambda: read_all(source), commands=hints)
+
+
+def stop_model(session: "Session", model_id: str) -> str:
+    """Stop a live model; the line to show."""
+    answer = session.client.kill(model_id)
+    return f"Model {model_id}: {answer.get('state') or answer.get('status')}"

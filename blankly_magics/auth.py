@@ -169,21 +169,9 @@ _DONE_PAGE = (
 _WAIT_PAGE = b"<!doctype html><html><body>Waiting for the sign-in redirect (no token in this address).</body></html>"
 
 
-def capture_browser_token(
-    port: int = BROWSER_PORT,
-    timeout: float = 120.0,
-    open_browser: bool = False,
-    link: Optional[str] = HOSTED_SIGNIN_URL,
-    on_ready: Optional[Callable[[str], None]] = None,
-) -> Optional[str]:
-    """Wait for the sign-in page to redirect to ``http://localhost:PORT/?token=...``.
-
-    Listens on 127.0.0.1 only, answers the redirect with a "you can close this tab"
-    page and returns the token; None when ``timeout`` seconds pass without one.
-    ``on_ready(address)`` is called once listening (to show the link at the right time)."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    found: list[str] = []
+def _redirect_handler(found: list[str]) -> type:
+    """A request handler that answers the sign-in redirect and puts its token in ``found``."""
+    from http.server import BaseHTTPRequestHandler
 
     class Redirect(BaseHTTPRequestHandler):
         timeout = 5  # a connection that never sends its request must not hold the wait
@@ -204,8 +192,26 @@ def capture_browser_token(
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass  # the default logs the request line, token included, to stderr
 
+    return Redirect
+
+
+def capture_browser_token(
+    port: int = BROWSER_PORT,
+    timeout: float = 120.0,
+    open_browser: bool = False,
+    link: Optional[str] = HOSTED_SIGNIN_URL,
+    on_ready: Optional[Callable[[str], None]] = None,
+) -> Optional[str]:
+    """Wait for the sign-in page to redirect to ``http://localhost:PORT/?token=...``.
+
+    Listens on 127.0.0.1 only, answers the redirect with a "you can close this tab"
+    page and returns the token; None when ``timeout`` seconds pass without one.
+    ``on_ready(address)`` is called once listening (to show the link at the right time)."""
+    from http.server import HTTPServer
+
+    found: list[str] = []
     try:
-        server = HTTPServer(("127.0.0.1", port), Redirect)
+        server = HTTPServer(("127.0.0.1", port), _redirect_handler(found))
     except OSError as exc:
         raise SignInError(
             f"cannot listen on 127.0.0.1:{port} for the sign-in redirect ({exc.strerror}): "

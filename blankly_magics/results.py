@@ -1,4 +1,4 @@
-"""Result objects for backtests, deployments and listings, with text/HTML/chart rendering.
+"""Result objects for backtests and deployments, with text/HTML/chart rendering.
 
 Plain Python (no IPython, no ipywidgets): the magics return these objects, the
 panel and scripts use them too. pandas and matplotlib are optional and imported
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .charts import account_values_frame, equity_figure, figure_png, points
 from .formats import time_text
@@ -63,7 +62,8 @@ def format_time(value: Any) -> str:
     return "" if value in (None, "") else time_text(value, seconds=False, utc=True)
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
+    """Text made safe for HTML."""
     return html.escape(str(value), quote=True)
 
 
@@ -73,10 +73,10 @@ def _tail(text: str, lines: int = 20) -> str:
 
 def _kv_table_html(rows: Sequence[tuple[str, Any]], caption: str = "") -> str:
     cells = "".join(
-        f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:right'>{_esc(format_value(v))}</td></tr>"
+        f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:right'>{esc(format_value(v))}</td></tr>"
         for k, v in rows
     )
-    cap = f"<caption style='text-align:left'>{_esc(caption)}</caption>" if caption else ""
+    cap = f"<caption style='text-align:left'>{esc(caption)}</caption>" if caption else ""
     return f"<table class='blankly-metrics'>{cap}{cells}</table>"
 
 
@@ -106,7 +106,7 @@ class Shown:
 
 
 def _log_tail_html(text: str) -> str:
-    return f"<details open><summary>Log tail</summary><pre>{_esc(_tail(text))}</pre></details>"
+    return f"<details open><summary>Log tail</summary><pre>{esc(_tail(text))}</pre></details>"
 
 
 @dataclass(repr=False)
@@ -254,13 +254,13 @@ class BacktestResult(Shown):
         which only makes sense below a notebook cell (the panel has buttons instead)."""
         chart = self.show_chart if chart is None else chart
         colour = {"completed": "#1a7f37", "failed": "#cf222e", "cancelled": "#9a6700"}.get(self.status, "#57606a")
-        parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{_esc(self.headline())}</b></p>"]
+        parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{esc(self.headline())}</b></p>"]
         if self.metrics:
             parts.append(_kv_table_html(list(self.metrics.items()), caption="Metrics"))
         if self.done and self.ok:
             period = self._period()
             parts.append(
-                f"<p>Trades: <b>{self.trade_count}</b>" + (f" &middot; Period: {_esc(period)}" if period else "") + "</p>"
+                f"<p>Trades: <b>{self.trade_count}</b>" + (f" &middot; Period: {esc(period)}" if period else "") + "</p>"
             )
         if chart and self.ok:
             png = self.chart_png()
@@ -270,7 +270,7 @@ class BacktestResult(Shown):
         if self.status == "failed" and self.log_tail:
             parts.append(_log_tail_html(self.log_tail))
         if hints:
-            parts.append("<p style='color:#57606a'>More: " + " &middot; ".join(f"<code>{_esc(h)}</code>" for h in self.hints()) + "</p>")
+            parts.append("<p style='color:#57606a'>More: " + " &middot; ".join(f"<code>{esc(h)}</code>" for h in self.hints()) + "</p>")
         return "".join(parts) + "</div>"
 
     _repr_pretty_ = Shown._repr_pretty_
@@ -359,11 +359,11 @@ class DeployResult(Shown):
     def to_html(self, hints: bool = True) -> str:
         """The deployment as HTML; ``hints=False`` leaves out the %blankly logs/stop commands."""
         parts = [
-            f"<div class='blankly-deploy'><p><b>Model {_esc(self.model_id)}</b> version "
-            f"<code>{_esc(self.version_id or 'n/a')}</code>: <b>{_esc(self.status)}</b></p>",
+            f"<div class='blankly-deploy'><p><b>Model {esc(self.model_id)}</b> version "
+            f"<code>{esc(self.version_id or 'n/a')}</code>: <b>{esc(self.status)}</b></p>",
             "<table>"
             + "".join(
-                f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:left'>{_esc(v)}</td></tr>"
+                f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(v)}</td></tr>"
                 for k, v in self.rows()
             )
             + "</table>",
@@ -372,8 +372,8 @@ class DeployResult(Shown):
             parts.append(_log_tail_html(self.log_tail))
         if hints:
             parts.append(
-                f"<p style='color:#57606a'>Watch: <code>{_esc(self.hints()[0])}</code> &middot; "
-                f"Stop: <code>{_esc(self.hints()[1])}</code></p>"
+                f"<p style='color:#57606a'>Watch: <code>{esc(self.hints()[0])}</code> &middot; "
+                f"Stop: <code>{esc(self.hints()[1])}</code></p>"
             )
         return "".join(parts) + "</div>"
 
@@ -381,55 +381,3 @@ class DeployResult(Shown):
 
     def __repr__(self) -> str:
         return f"DeployResult(model_id={self.model_id!r}, version_id={self.version_id!r}, status={self.status!r})"
-
-
-@dataclass(repr=False)
-class Listing(Shown):
-    """Rows from the server (projects, models, versions...) shown as a table;
-    `.rows` keeps the raw dicts."""
-
-    title: str
-    columns: list  # [(key, header)]
-    rows: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self.rows)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.rows[index]
-
-    def _cell(self, row: dict, key: str) -> str:
-        value = row.get(key)
-        if key.endswith("At") or key in ("since",):
-            return format_time(value)
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, sort_keys=True)
-        return "" if value is None else format_value(value) if isinstance(value, float) else str(value)
-
-    def to_text(self) -> str:
-        if not self.rows:
-            return f"{self.title}: none"
-        headers = [h for _, h in self.columns]
-        table = [[self._cell(r, k) for k, _ in self.columns] for r in self.rows]
-        widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-        lines = [f"{self.title} ({len(self.rows)})", "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-        return "\n".join(lines)
-
-    def to_html(self) -> str:
-        if not self.rows:
-            return f"<p>{_esc(self.title)}: none</p>"
-        head = "".join(f"<th style='text-align:left'>{_esc(h)}</th>" for _, h in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td style='text-align:left'>{_esc(self._cell(r, k))}</td>" for k, _ in self.columns) + "</tr>"
-            for r in self.rows
-        )
-        return f"<table><caption style='text-align:left'>{_esc(self.title)} ({len(self.rows)})</caption><tr>{head}</tr>{body}</table>"
-
-    _repr_pretty_ = Shown._repr_pretty_
-
-    def __repr__(self) -> str:
-        return f"Listing({self.title!r}, rows={len(self.rows)})"

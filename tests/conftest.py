@@ -1,7 +1,8 @@
 """Shared fixtures: real notebooks (nbformat), real servers on loopback, a real IPython shell."""
 import pytest
 
-pytest_plugins = ["tests.fixtures_home", "tests.fixtures_notebooks", "tests.fixtures_server", "tests.magics_shell"]
+pytest_plugins = ["tests.fixtures_home", "tests.fixtures_notebooks", "tests.fixtures_server", "tests.magics_shell",
+                  "tests.fixtures_panel"]
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import pytest
 
 from blankly_magics.charts import account_values_frame
 from blankly_magics.hints import TERMINAL
-from blankly_magics.results import BacktestResult, DeployResult, Listing, format_time, format_value, normalize_metrics
+from blankly_magics.listing import Listing
+from blankly_magics.results import BacktestResult, DeployResult, format_time, format_value, normalize_metrics
 
 DAY = 86400.0
 START = 1275350400.0  # 2010-06-01 00:00 UTC

@@ -32,7 +32,12 @@ RUNS = ("backtest", "deploy")
 
 
 class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr, like every other expected failure."""
+    """argparse whose usage errors are one line on stderr, like every other expected failure.
+    No abbreviations: ``--to`` must not quietly mean ``--token-env``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {verbs.usage_message(self.prog, message)}", file=sys.stderr)

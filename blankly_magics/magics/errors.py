@@ -43,7 +43,12 @@ class HelpShown(Exception):
 
 
 class SubcommandParser(argparse.ArgumentParser):
-    """argparse that reports problems as UsageErrors instead of exiting the kernel."""
+    """argparse that reports problems as UsageErrors instead of exiting the kernel (and takes no
+    abbreviated options, as the CLI)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(usage_message(self.prog, message))

@@ -99,3 +99,7 @@ class BlanklyMagics(Magics, BlanklyConfig):
         if self._subparser is None:
             self._subparser = subcommands.parser()
         return subcommands.run(self, line, self._subparser)
+
+
+for _magic in (BlanklyMagics.blankly_login, BlanklyMagics.blankly_deploy):
+    _magic.parser.allow_abbrev = False  # `--to` must not quietly mean `--token-env` (as in the CLI)

@@ -5,7 +5,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..workflow import backtest_args, run
+from ..workflow import backtest_args
 from .section import Section
 from .widgets import grid, labelled, show
 
@@ -46,23 +46,12 @@ class BacktestSection(Section):
                              initial=self.initial_input.value)
 
     def backtest(self) -> None:
-        panel = self.panel
-        sess = panel.session()
-        args = self.args()
-        request = panel.target.request("backtest", args)
-        source = panel.cells.source(args or None, request.python_version)
-        panel.clear_results()
-        panel.say("Building\u2026", "work")
-        result = run(sess, request, source, panel.feedback(upload=True))
-        panel.target.adopt(getattr(result, "model_id", None))
-        if result is None:
-            panel.say(panel.last_note or "Stopped.")
-            return
-        self.show(result)
+        result = self.panel.run("backtest", self.args())
+        if result is not None:
+            self.show(result)
 
     def show(self, result: Any) -> None:
         panel = self.panel
-        panel.last_result = result
         # The metrics table, trades and (unless %config BlanklyMagics.show_chart = False) the equity chart.
         # No "r = _ ..." hints: those are for the magics' cells; here the buttons do the work.
         panel.show_html(result.to_html(chart=panel.config.show_chart, hints=False))

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import ipywidgets as W
 
-from ..workflow import run, stop_model
+from ..workflow import stop_model
 from .section import Section
 from .widgets import show
 
@@ -77,17 +77,9 @@ class DeploySection(Section):
 
     def deploy(self) -> None:
         panel = self.panel
-        sess = panel.session()
-        request = panel.target.request("live")
-        source = panel.cells.source(None, request.python_version)
-        panel.clear_results()
-        panel.say("Building\u2026", "work")
-        result = run(sess, request, source, panel.feedback(upload=True))
-        panel.target.adopt(getattr(result, "model_id", None))
+        result = panel.run("live")
         if result is None:
-            panel.say(panel.last_note or "Stopped.")
             return
-        panel.last_result = result
         self.model_id = result.model_id
         panel.show_html(result.to_html(hints=False))  # Logs and Stop are buttons here, not commands
         show(self.bar, True)

@@ -180,6 +180,26 @@ class BlanklyPanel:
         for section in self.sections:
             section.on_mode(mode)
 
+    def run(self, kind: str, backtest_args: Optional[dict] = None) -> Any:
+        """A backtest or a live deployment of what the sections describe, through the workflow's
+        ``run`` as the magics and the CLI run it: its result, or None when stopped before the
+        server answered (then the status line says what the server holds)."""
+        from ..workflow import run
+
+        sess = self.session()
+        target, cells = getattr(self, "target"), getattr(self, "cells")
+        request = target.request(kind, backtest_args)
+        source = cells.source(backtest_args or None, request.python_version)
+        self.clear_results()
+        self.say("Building\u2026", "work")
+        result = run(sess, request, source, self.feedback(upload=True))
+        target.adopt(getattr(result, "model_id", None))
+        if result is None:
+            self.say(self.last_note or "Stopped.")
+        else:
+            self.last_result = result
+        return result
+
     # ------------------------------------------------------------ work off the kernel's thread
 
     def submit(self, work: Callable[[], None], cancellable: bool = False) -> None:

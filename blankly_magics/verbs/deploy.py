@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import BlanklyError
-from ..workflow import ModelSource, python_version, run
+from ..workflow import ModelSource, python_version, read_notebook, run
 from .options import BACKTEST_ONLY, CLI, DEPLOY_OPTIONS, add_options, backtest_args_of, options_for, run_request
 
 HELP = {"backtest": "backtest a notebook's strategy on the server and show its metrics",
@@ -55,11 +55,12 @@ def deploy(face: Any, args: argparse.Namespace, source: ModelSource, *, kind: st
 def run_cli(face: Any, args: argparse.Namespace, kind: str) -> Any:
     """``blankly-magics backtest|deploy NOTEBOOK``."""
     backtest_args, python = check_options(args, face.config, backtest=kind == "backtest")
-    notebook = Path(args.notebook).expanduser()
+    notebook = Path(args.notebook).expanduser().resolve()
     entry = read_entry(args.entry)
-    source = model_source(args, face.config, notebook, entry=entry, notebook_name=None, base_dir=None,
-                          backtest_args=backtest_args, python=python)
-    return deploy(face, args, source, kind=kind, notebook=notebook.resolve())
+    cells = read_notebook(notebook)  # before signing in: a wrong path starts no server
+    source = model_source(args, face.config, cells, entry=entry, notebook_name=notebook.name,
+                          base_dir=notebook.parent, backtest_args=backtest_args, python=python)
+    return deploy(face, args, source, kind=kind, notebook=notebook)
 
 
 def read_entry(path: Optional[str]) -> Optional[str]:

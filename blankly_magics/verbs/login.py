@@ -31,6 +31,9 @@ def sign_in_from(args: argparse.Namespace, config: "BlanklyConfig", feedback: "F
     data_dir = getattr(args, "data_dir", None)
     if url and data_dir:
         raise BlanklyError("--data-dir is for the embedded local server: drop --url (or --data-dir)")
+    if not url and getattr(args, "token_env", None):
+        raise BlanklyError("--token-env is for a server at a URL (the local server needs no token): give --url "
+                           "or set BLANKLY_DEPLOY_URL, or drop --token-env")
     return sessions.sign_in(
         url or None, token_env=getattr(args, "token_env", None), browser=getattr(args, "browser", False),
         prompt=prompt, data_dir=data_dir or config.data_dir, notify=feedback.note,

@@ -14,7 +14,7 @@ HELP = "a live model's log, or a backtest's with --backtest"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
-    parser.add_argument("--backtest", metavar="BACKTEST_ID")
+    parser.add_argument("--backtest", metavar="BACKTEST_ID", help="a backtest's log instead of a model's")
     parser.add_argument("--follow", "-f", action="store_true",
                         help="keep printing new lines until it stops (or interrupt)")
     parser.add_argument("--tail", type=int, default=200, metavar="N",

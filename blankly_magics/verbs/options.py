@@ -21,8 +21,8 @@ BOTH = (MAGIC, CLI)
 Option = tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]]
 
 
-def add_model(parser: argparse.ArgumentParser, required: bool = False, what: str = "") -> None:
-    parser.add_argument("--model", metavar="ID_OR_NAME", required=required, help=what or None)
+def add_model(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--model", metavar="ID_OR_NAME", required=required, help="the model, by its id or its name")
     add_project(parser)
 
 
@@ -36,8 +36,10 @@ DEPLOY_OPTIONS: list[Option] = [
     (("--project",), dict(metavar="ID_OR_NAME", help="project to use (default: your personal project)"), BOTH),
     (("--model",), dict(metavar="ID_OR_NAME", help="model to add a version to (default: the one this notebook "
                         "deployed last, or the one its last unanswered upload made, else a new one)"), BOTH),
-    (("--plan",), dict(help="plan (default: BlanklyMagics.plan_backtest / plan_live, else the server's first)"), BOTH),
-    (("--python",), dict(metavar="X.Y", help="Python version to run with (default: this kernel's)"), BOTH),
+    (("--plan",), dict(help="plan (default: the plan_backtest / plan_live setting, e.g. %%config "
+                       "BlanklyMagics.plan_live, else the server's first)"), BOTH),
+    (("--python",), dict(metavar="X.Y", help="Python version to run with (default: this Python's, the "
+                         "kernel's in a notebook)"), BOTH),
     (("--message", "-m"), dict(help="description of this version (or of the backtest)"), BOTH),
     (("--args",), dict(metavar="JSON", help="backtest arguments as a JSON object, e.g. '{\"to\": \"1y\"}'"),
      BOTH),
@@ -60,8 +62,8 @@ DEPLOY_OPTIONS: list[Option] = [
 BACKTEST_ONLY = ("--args", "--to", "--start", "--end", "--initial", "--no-wait")
 
 LOGIN_OPTIONS: list[Option] = [
-    (("--url",), dict(help="server URL (default: BlanklyMagics.url, BLANKLY_DEPLOY_URL, else the embedded local "
-                      "server)"), BOTH),
+    (("--url",), dict(help="server URL (default: %%config BlanklyMagics.url in a notebook, else "
+                      "BLANKLY_DEPLOY_URL, else the embedded local server)"), BOTH),
     (("--token-env",), dict(metavar="VAR", help="environment variable holding the refresh token (default order: "
                             "BLANKLY_REFRESH_TOKEN, the Blankly CLI's auth.json, a hidden prompt)"), BOTH),
     (("--browser",), dict(action="store_true", help="sign in through the browser (captures the redirect on "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from ..results import Listing
+from ..listing import Listing
 from .lookup import find_model_id, project_id_of, project_ids
 
 if TYPE_CHECKING:

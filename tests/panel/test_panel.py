@@ -7,72 +7,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import Executor, Future
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import ipywidgets as W
 import pytest
 
 from blankly_magics import session
-from blankly_magics.embedded import stop_local_server
 from blankly_magics.panel import NEW_MODEL, BlanklyPanel, PanelError, plan_label
-from blankly_magics.workflow import BacktestArgsError, backtest_args, parse_balances
+from blankly_magics.workflow import BacktestArgsError
 
-from ..fixtures_notebooks import RSI_BACKTEST_ARGS, rsi_cells, write_notebook
-from ..fixtures_server import wait_for
 from ..fixtures_home import assert_not_in_environment, environment_writes
+from ..fixtures_notebooks import RSI_BACKTEST_ARGS, rsi_cells, write_notebook
+from ..fixtures_panel import results_html, sign_in_with_form
+from ..fixtures_server import wait_for
 
-
-class InlineExecutor(Executor):
-    """Runs each job as it is submitted: a click returns when its work is done."""
-
-    def __init__(self) -> None:
-        self.jobs = 0
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        self.jobs += 1
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the future, as an executor does
-            future.set_exception(exc)
-        return future
-
-
-@pytest.fixture(autouse=True)
-def signed_out_afterwards(private_home: Path, tmp_path: Path) -> Iterator[None]:
-    """A private home for each test; its session and embedded server end with it."""
-    yield
-    session.sign_out(revoke=False)
-    stop_local_server(tmp_path / "bm")
-
-
-@pytest.fixture
-def make_panel(rsi_notebook: Path) -> Iterator[Callable[..., BlanklyPanel]]:
-    made: list[BlanklyPanel] = []
-
-    def make(notebook: Path = rsi_notebook, **kwargs: Any) -> BlanklyPanel:
-        kwargs.setdefault("executor", InlineExecutor())
-        made.append(BlanklyPanel(notebook=notebook, **kwargs))
-        return made[-1]
-
-    yield make
-    for panel in made:
-        panel.close()
-
-
-def sign_in_with_form(panel: BlanklyPanel, server: Any, user: str = "alice") -> str:
-    token = server.refresh_token(user)
-    panel.sign_in.local_checkbox.value = False
-    panel.sign_in.url_input.value = server.url
-    panel.sign_in.token_input.value = token
-    panel.sign_in.sign_in_button.click()
-    return token
+pytestmark = pytest.mark.usefixtures("panel_home")
 
 
 def widgets_of(panel: BlanklyPanel) -> list[W.Widget]:
@@ -99,11 +51,6 @@ def everything_shown(panel: BlanklyPanel) -> str:
     return "\n".join(parts)
 
 
-def results_html(panel: BlanklyPanel) -> str:
-    return "\n".join(str(out.get("data", {}).get("text/html", "")) + str(out.get("text", ""))
-                     for out in panel.results.outputs)
-
-
 def buttons_enabled(panel: BlanklyPanel) -> bool:
     return not any(button.disabled for button in panel.buttons())
 
@@ -121,41 +68,6 @@ def test_plan_labels_show_cpu_and_ram() -> None:
     assert plan_label("small", {"cpu": 1000, "ram": 2048}) == "small \u2013 1 CPU, 2 GB RAM"
     assert plan_label("nano", {"cpu": 250, "ram": 512}) == "nano \u2013 0.25 CPU, 512 MB RAM"
     assert plan_label("odd", {}) == "odd"
-
-
-def test_backtest_fields_become_backtest_kwargs() -> None:
-    # runs.backtest_args reads the panel's fields and the magics' options alike.
-    assert backtest_args(" 2010-06-01", "2013-03-01 ", "", "USD=10000") == RSI_BACKTEST_ARGS
-    assert backtest_args("", "", "1y", "usd=10000; btc=0.5") == {
-        "to": "1y", "initial_values": {"USD": 10000, "BTC": 0.5}}
-    assert backtest_args(to="6mo", initial=["USD=1e4", "eth=2,BTC=0"]) == {
-        "to": "6mo", "initial_values": {"USD": 10000, "ETH": 2, "BTC": 0}}
-    assert backtest_args("", "", "", "") == {} and backtest_args() == {}
-    assert backtest_args(to="30d", extra={"to": "1y", "use_price": "open"}) == {"to": "30d", "use_price": "open"}
-    assert parse_balances("") == {}
-
-
-@pytest.mark.parametrize("fields,message", [
-    (dict(start="2010-06-01", end="2013-03-01", to="1y"),
-     "backtest period: give a start and an end date, or 'to' (a span like 1y), not both"),
-    (dict(to="1y", extra={"start_date": "2010-06-01", "end_date": "2013-03-01"}), "not both"),
-    (dict(start="2010-06-01"),
-     "backtest period: give both a start and an end date (like 2021-01-01), or 'to' (a span like 1y)"),
-    (dict(end="2013-03-01", extra={"to": None}), "give both a start and an end date"),
-    (dict(start="2013-03-01", end="2010-06-01"), "backtest period: the start 2013-03-01 is not before the end 2010-06-01"),
-    (dict(to="1 year"), "backtest period: 'to' takes a span like 1y, 6M or 30d, not '1 year'"),
-    (dict(initial="USD10000"), "initial balance 'USD10000' is not ASSET=AMOUNT: write e.g. USD=10000"),
-    (dict(initial="USD=lots"), "initial balance 'USD=lots' is not ASSET=AMOUNT"),
-    (dict(initial="=5"), "initial balance '=5' is not ASSET=AMOUNT"),
-    (dict(initial="US D=5"), "initial balance 'US D=5' is not ASSET=AMOUNT"),
-    (dict(initial="USD=nan"), "initial balance 'USD=nan' is not ASSET=AMOUNT"),
-    (dict(initial="USD=-5"), "initial balance 'USD=-5' is negative: give an amount of 0 or more"),
-    (dict(initial=["USD=5", "usd=6"]), "initial balance of USD given twice: give each asset once"),
-])
-def test_bad_backtest_fields_say_what_to_fix(fields, message) -> None:
-    with pytest.raises(BacktestArgsError, match=re.escape(message)) as caught:
-        backtest_args(**fields)
-    assert isinstance(caught.value, ValueError)
 
 
 # ---------------------------------------------------------------- offline: cells and preview

@@ -172,7 +172,8 @@ class BlanklyPanel:
         if sess is None:
             self.session_changed(load=False)
             raise PanelError("Not signed in: sign in above (or run %blankly_login), then try again")
-        if not getattr(self, "sign_in").signed_in_shown:
+        sign_in = getattr(self, "sign_in", None)
+        if sign_in is not None and not sign_in.signed_in_shown:
             self.session_changed(load=False)  # signed in elsewhere (%blankly_login) since the panel showed
         return sess
 

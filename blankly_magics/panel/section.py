@@ -8,7 +8,11 @@ when it has a ``title``), ``actions()`` (buttons in the action row, ordered by
 the session and the mode, and runs network work through ``panel.submit``.
 
 To add a feature (exchange keys, a sweep, a comparison), write a section module
-and pass its class in ``BlanklyPanel(sections=SECTIONS + (KeysSection,))``.
+and pass its class in ``BlanklyPanel(sections=SECTIONS + (KeysSection,))``. The
+panel itself leans on three sections: ``sign_in`` (who is signed in), ``target``
+(``request(kind, backtest_args)``: the run the pickers describe; ``adopt(model_id)``)
+and ``cells`` (``source(backtest_args, python)``: what the model is built from);
+``panel.run(kind, backtest_args)`` runs them through the workflow.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:
     from ..config import BlanklyConfig
@@ -23,13 +23,18 @@ VERBS = ("projects", "models", "versions", "status", "logs", "stop", "backtests"
 
 
 class Face(Protocol):
-    """What a verb needs from the face that runs it."""
+    """What a verb needs from the face that runs it (``magics.face.NotebookFace``,
+    ``cli.terminal.TerminalFace``)."""
 
     config: "BlanklyConfig"
     feedback: "Feedback"
+    prompt: Optional[Callable[[str], str]]  # how sign-in asks for a token (None: getpass)
 
     def session(self) -> "Session":
         """The signed-in session (the magics: the current one; the CLI: signs in now)."""
+
+    def current(self) -> Optional["Session"]:
+        """A session at hand without asking the user anything, or None."""
 
 
 def module(name: str) -> ModuleType:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import Face
 from ..workflow import listings
 from .options import add_model
 
@@ -14,5 +15,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, required=True)
 
 
-def run(face: Any, args: argparse.Namespace) -> Any:
+def run(face: Face, args: argparse.Namespace) -> Any:
     return listings.backtests(face.session(), args.model, args.project)

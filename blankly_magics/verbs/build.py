@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import Face
 from ..errors import BlanklyError
 from ..workflow import ModelSource, save_zip
 from .deploy import read_entry
@@ -54,7 +55,7 @@ def _json(text: str) -> Any:
         raise BlanklyError(f"--backtest-args is not valid JSON: {exc}") from None
 
 
-def run(face: Any, args: argparse.Namespace) -> None:
+def run(face: Face, args: argparse.Namespace) -> None:
     output = Path(args.output)
     if output.is_dir():
         raise BlanklyError(f"--output {output} is a folder; give the zip file's path")

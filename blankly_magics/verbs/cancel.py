@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from . import Face
 from ..workflow import cancel_backtest
 
 HELP = "cancel a queued or running backtest"
@@ -13,5 +13,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("backtest_id", metavar="BACKTEST_ID")
 
 
-def run(face: Any, args: argparse.Namespace) -> None:
+def run(face: Face, args: argparse.Namespace) -> None:
     face.feedback.note(cancel_backtest(face.session(), args.backtest_id))

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from . import Face
 from ..errors import BlanklyError
 from ..workflow import ModelSource, python_version, read_notebook, run
 from .options import BACKTEST_ONLY, CLI, DEPLOY_OPTIONS, add_options, backtest_args_of, options_for, run_request
@@ -44,7 +45,7 @@ def model_source(args: argparse.Namespace, config: Any, cells: Any, *, entry: Op
                        save=args.save)
 
 
-def deploy(face: Any, args: argparse.Namespace, source: ModelSource, *, kind: str, notebook: Optional[Path]) -> Any:
+def deploy(face: Face, args: argparse.Namespace, source: ModelSource, *, kind: str, notebook: Optional[Path]) -> Any:
     """The bundle of a dry run (nothing uploaded), else the run's result (None if stopped before an answer)."""
     if args.dry_run:
         return source.build(face.feedback)
@@ -52,7 +53,7 @@ def deploy(face: Any, args: argparse.Namespace, source: ModelSource, *, kind: st
     return run(face.session(), request, source, face.feedback)
 
 
-def run_cli(face: Any, args: argparse.Namespace, kind: str) -> Any:
+def run_cli(face: Face, args: argparse.Namespace, kind: str) -> Any:
     """``blankly-magics backtest|deploy NOTEBOOK``."""
     backtest_args, python = check_options(args, face.config, backtest=kind == "backtest")
     notebook = Path(args.notebook).expanduser().resolve()

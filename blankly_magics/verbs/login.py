@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
+from . import Face
 from ..errors import BlanklyError
 from .options import LOGIN_OPTIONS, add_options
 
@@ -41,5 +42,5 @@ def sign_in_from(args: argparse.Namespace, config: "BlanklyConfig", feedback: "F
     )
 
 
-def run(face: Any, args: argparse.Namespace) -> None:
+def run(face: Face, args: argparse.Namespace) -> None:
     face.feedback.note(sign_in_from(args, face.config, face.feedback, face.prompt).describe())

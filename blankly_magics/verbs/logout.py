@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+from . import Face
 
 HELP = "sign out: revoke the refresh token and forget it"
 
@@ -11,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-def run(face: Any, args: argparse.Namespace) -> None:
+def run(face: Face, args: argparse.Namespace) -> None:
     from .. import session as sessions
 
     signed = face.current()

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from . import Face
 from ..errors import BlanklyError
 from ..workflow import backtest_log, find_model_id, follow, model_log
 from ..workflow.logs import show
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show the last N lines (0: all); default 200")
 
 
-def run(face: Any, args: argparse.Namespace) -> None:
+def run(face: Face, args: argparse.Namespace) -> None:
     session = face.session()
     if args.backtest:
         source = backtest_log(session, args.backtest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import Face
 from ..workflow import listings
 
 HELP = "list models"
@@ -13,5 +14,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", metavar="ID_OR_NAME", help="only this project (default: every project)")
 
 
-def run(face: Any, args: argparse.Namespace) -> Any:
+def run(face: Face, args: argparse.Namespace) -> Any:
     return listings.models(face.session(), args.project)

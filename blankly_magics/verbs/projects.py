@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import Face
 from ..workflow import listings
 
 HELP = "list your projects"
@@ -13,5 +14,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-def run(face: Any, args: argparse.Namespace) -> Any:
+def run(face: Face, args: argparse.Namespace) -> Any:
     return listings.projects(face.session())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import Face
 from ..workflow import fetch_backtest, wait_for_backtest
 
 HELP = "a backtest's metrics, account values and trades"
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="wait for it to finish first")
 
 
-def run(face: Any, args: argparse.Namespace) -> Any:
+def run(face: Face, args: argparse.Namespace) -> Any:
     session = face.session()
     if args.wait:
         return wait_for_backtest(session, args.backtest_id, face.feedback, poll=face.config.poll_interval,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import Face
 from ..workflow import deployment_result, find_model_id, listings
 from .options import add_model
 
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
 
 
-def run(face: Any, args: argparse.Namespace) -> Any:
+def run(face: Face, args: argparse.Namespace) -> Any:
     session = face.session()
     if not args.model:
         return listings.statuses(session)

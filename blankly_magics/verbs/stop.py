@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from . import Face
 from ..workflow import find_model_id, stop_model
 from .options import add_model
 
@@ -14,6 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, required=True)
 
 
-def run(face: Any, args: argparse.Namespace) -> None:
+def run(face: Face, args: argparse.Namespace) -> None:
     session = face.session()
     face.feedback.note(stop_model(session, find_model_id(session, args.model, args.project)))

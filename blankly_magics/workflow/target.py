@@ -61,20 +61,31 @@ def choose_target(
     if model:
         found = resolve_model(session, model, project_id)
         return Target(model_id_of(found), found.get("projectId") or project_id, str(found.get("name") or wanted))
+    project_id = _own(session, project_id)
     memory = Memory.of(session, notebook)
-    last = _remembered(session, memory, name, project_id)
+    last = _remembered(session, memory, name, project_id, project_named=bool(project))
     if last is not None:
         return last
     made = _made_by_unanswered_upload(session, memory, wanted, project_id, feedback)
     return made or Target(None, project_id, wanted)
 
 
-def _remembered(session: "Session", memory: Memory, name: Optional[str], project_id: Optional[str]) -> Optional[Target]:
-    """The model this notebook last ran here, if it still exists and nothing else was asked for."""
+def _own(session: "Session", project_id: Optional[str]) -> Optional[str]:
+    """A project id with the personal project as None (its id is the user's: the panel names it,
+    the magics leave it out), so the two spellings of one project compare equal."""
+    return None if not project_id or project_id == session.user_id else project_id
+
+
+def _remembered(session: "Session", memory: Memory, name: Optional[str], project_id: Optional[str], *,
+                project_named: bool) -> Optional[Target]:
+    """The model this notebook last ran here, if it still exists and no other name or project was
+    asked for (with no project named, the remembered model's own project will do)."""
     from ..client import DeploymentError
 
     last = memory.model()
-    if last is None or (name and name != last.get("name")) or (project_id and project_id != last.get("projectId")):
+    if last is None or (name and name != last.get("name")):
+        return None
+    if project_named and project_id != _own(session, last.get("projectId")):
         return None
     try:
         details = session.client.model_details(last["modelId"], last.get("projectId"))
@@ -92,7 +103,7 @@ def _made_by_unanswered_upload(
     """The model this notebook's last upload made if its answer never came. The rule: same notebook
     and server, same name and project, and the model holds that exact zip (sha256)."""
     pending = memory.pending()
-    if pending is None or pending["name"] != name or (pending.get("projectId") or None) != (project_id or None):
+    if pending is None or pending["name"] != name or _own(session, pending.get("projectId")) != project_id:
         return None
     found = find_uploaded_model(session, name, pending["sha256"], project_id)
     if found is None:

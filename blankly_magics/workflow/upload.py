@@ -75,19 +75,27 @@ def upload(
     """Send ``bundle`` to ``target`` for a ``kind`` ("backtest" or "live") run: the server's answer
     ({"modelId", "versionId", "backtestId"...}), or None when the user stopped it (said in a note)."""
     memory = Memory.of(session, notebook)
-    send = _sender(session, bundle, target, kind, plan, python_version, description, backtest_args)
     watch = _Watch(feedback)
-    with zip_on_disk(bundle) as path:
-        if target.is_new:
+    job: Optional[interrupts.Background] = None
+    try:
+        send = _sender(session, bundle, target, kind, plan, python_version, description, backtest_args)
+        with zip_on_disk(bundle) as path:
+            if target.is_new:
+                try:
+                    memory.remember_pending(target.name, target.project_id, bundle.sha256)
+                except OSError:
+                    pass  # a read-only folder: the model is still remembered (or said not to be) once it answers
+            job = interrupts.Background(lambda: send(path, watch), name="blankly-upload")
             try:
-                memory.remember_pending(target.name, target.project_id, bundle.sha256)
-            except OSError:
-                pass  # a read-only folder: the model is still remembered (or said not to be) once it answers
-        job = interrupts.Background(lambda: send(path, watch), name="blankly-upload")
-        try:
-            answer = job.result(feedback.cancel)
-        except Interrupted:
-            return _stopped(session, bundle, target, feedback, kind, memory, watch, job)
+                answer = job.result(feedback.cancel)
+            except Interrupted:
+                return _stopped(session, bundle, target, feedback, kind, memory, watch, job)
+    except interrupts.STOPS:
+        feedback.cancel.request()  # a body that had just started stops at its next chunk
+        if job is not None:
+            raise  # a second stop, while the first was being handled
+        feedback.note(interrupts.before_upload())  # stopped while the zip was being written
+        return None
     model_id = str(answer.get("modelId") or target.model_id or "")
     remember(memory, Target(model_id, target.project_id, target.name), feedback)
     return answer

@@ -22,6 +22,8 @@ class UploadBar:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=self.label, leave=True)
+        if total != self.bar.total:  # the zip's size first, then the whole request body's
+            self.bar.total = total
         self.bar.update(max(sent - self.sent, 0))
         self.sent = sent
 

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 from . import Face
 from ..errors import BlanklyError
 from ..workflow import ModelSource, python_version, read_notebook, run
-from .options import BACKTEST_ONLY, CLI, DEPLOY_OPTIONS, add_options, backtest_args_of, options_for, run_request
+from .options import CLI, DEPLOY_OPTIONS, PERIOD_OPTIONS, add_options, backtest_args_of, options_for, run_request
 
 HELP = {"backtest": "backtest a notebook's strategy on the server and show its metrics",
         "live": "deploy a notebook's strategy live on the server"}
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
 
 def check_options(args: argparse.Namespace, config: Any, backtest: bool) -> tuple[Optional[dict], Optional[str]]:
     """(backtest arguments, python version) from the options, refused before anything else happens."""
-    given = [flag for flag in BACKTEST_ONLY[:-1] if getattr(args, flag[2:], None) is not None]
+    given = [flag for flag in PERIOD_OPTIONS if getattr(args, flag[2:], None) is not None]
     if given and not backtest and not args.dry_run:
         raise BlanklyError("--args/--to/--start/--end/--initial are backtest options: add --backtest")
     return backtest_args_of(args), python_version(args.python or config.python)

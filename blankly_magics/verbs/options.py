@@ -59,7 +59,8 @@ DEPLOY_OPTIONS: list[Option] = [
     (("--no-wait",), dict(action="store_true", help="do not wait for the backtest to finish"), BOTH),
 ]
 
-BACKTEST_ONLY = ("--args", "--to", "--start", "--end", "--initial", "--no-wait")
+PERIOD_OPTIONS = ("--args", "--to", "--start", "--end", "--initial")  # what a backtest runs on
+BACKTEST_ONLY = PERIOD_OPTIONS + ("--no-wait",)
 
 LOGIN_OPTIONS: list[Option] = [
     (("--url",), dict(help="server URL (default: %%config BlanklyMagics.url in a notebook, else "

@@ -85,6 +85,8 @@ def upload(
                     memory.remember_pending(target.name, target.project_id, bundle.sha256)
                 except OSError:
                     pass  # a read-only folder: the model is still remembered (or said not to be) once it answers
+            if feedback.progress is not None:  # opened here, on the face's thread (a widget shows below its cell)
+                feedback.progress(0, path.stat().st_size)
             job = interrupts.Background(lambda: send(path, watch), name="blankly-upload")
             try:
                 answer = job.result(feedback.cancel)

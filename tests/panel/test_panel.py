@@ -241,6 +241,10 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
     assert state["state"] == "stopped"
     assert buttons_enabled(panel)
 
+    panel.sign_in.sign_out_button.click()  # what was deployed belonged to that session: its card goes
+    assert panel.deploy.bar.layout.display == "none" and panel.logs.area.layout.display == "none"
+    assert panel.deploy.model_id is None
+
 
 def test_the_confirmation_expires(make_panel, local_server) -> None:
     panel = make_panel(confirm_seconds=0.2)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures_notebooks import RSI_BACKTEST_ARGS
 from tests.fixtures_server import ServerHandle, wait_for
-from tests.test_runner import TICKER, gone, model_zip, rsi_script, run_directly, run_processes
+from tests.server.runs import TICKER, gone, model_zip, rsi_script, run_directly, run_processes
 
 TERMINAL = ("completed", "failed", "cancelled")
 

@@ -31,7 +31,7 @@ from tests.fixtures_notebooks import write_notebook
 from tests.fixtures_server import ServerHandle, wait_for, write_model_zip
 from tests.reliability import record
 from tests.test_magics import Cells, cells, isolated  # noqa: F401 (fixtures: a real shell, a private home)
-from tests.test_runner import gone, run_processes
+from tests.server.runs import gone, run_processes
 
 TICKER = "import itertools, time\nfor i in itertools.count():\n    print(f'tick {i}', flush=True)\n    time.sleep(0.5)\n"
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"

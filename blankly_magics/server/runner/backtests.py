@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from .executor import Executor, Exit, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id, read_json_report
-from .logs import LogSink, failure_reason
+from .logs import LogSink, failure_reason, with_network_hint
 from .prepare import platform_vars
 from .process import STOPPED, RunStop
 
@@ -200,7 +200,8 @@ class Backtests:
             log.note(reason)
             self._finish(run, {"status": "failed", "exit_code": code, "error": reason})
         elif code != 0:
-            self._finish(run, {"status": "failed", "exit_code": code, "error": failure_reason(log.tail(16000), code)})
+            error = with_network_hint(failure_reason(log.tail(16000), code), self.network)
+            self._finish(run, {"status": "failed", "exit_code": code, "error": error})
         elif result is None:
             self._finish(run, {"status": "failed", "exit_code": code, "error": NO_RESULT})
         else:

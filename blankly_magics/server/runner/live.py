@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from .backtests import limits_text
 from .executor import Executor, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id
-from .logs import LogSink, failure_reason, read_tail
+from .logs import LogSink, failure_reason, read_tail, with_network_hint
 from .prepare import platform_vars
 from .process import STOPPED, RunStop
 
@@ -203,7 +203,7 @@ class LiveModels:
                 self.end(live, {"state": "stopped", "exit_code": 0,
                                 "error": "the script ended by itself (exit code 0)"})
                 return
-            error = end.reason or failure_reason(log.tail(16000), end.code)
+            error = end.reason or with_network_hint(failure_reason(log.tail(16000), end.code), self.network)
             if end.ended - end.started >= self.stable_after:
                 restarts = 0
             if restarts >= self.max_restarts:

@@ -135,3 +135,15 @@ def failure_reason(log_tail: str, exit_code: Optional[int]) -> str:
             name = f"signal {-exit_code}"
         return f"killed by {name}"
     return f"exited with code {exit_code}"
+
+
+_NETWORK_WORDS = ("URLError", "ConnectionError", "ConnectError", "gaierror", "Name or service not known",
+                  "Temporary failure in name resolution", "Network is unreachable", "No route to host",
+                  "Connection refused", "NewConnectionError", "Max retries exceeded")
+
+
+def with_network_hint(error: str, network: bool) -> str:
+    """A failed run's reason, saying so when it failed reaching the network on a server that gives runs none."""
+    if network or not any(word in error for word in _NETWORK_WORDS):
+        return error
+    return f"{error} (runs have no network on this server: it was started with --run-network off)"

@@ -7,8 +7,11 @@ server keeps the upper hand from outside the sandbox:
 - it waits for the exit without reaping (``waitid(WNOWAIT)``), so the pid stays
   the run's until the server is done with it, and wakes the moment it exits;
 - every ``POLL`` seconds it measures the run's process tree from the host
-  (resident memory of every process, how many processes) and every
-  ``DISK_POLL`` seconds the run's folder, and stops the run past a limit;
+  (resident memory of every process, how many processes) and the run's folder
+  (less often when walking it takes long, at least every ``DISK_POLL`` seconds),
+  and stops the run past a limit; the kernel enforces the largest file
+  (RLIMIT_FSIZE) and, for a run with a user id of its own, a backstop on
+  processes (RLIMIT_NPROC) between two polls;
 - to stop a run it sends SIGTERM to each process of the tree, then SIGKILL to
   the sandbox's outermost process: bubblewrap's init inside dies with it
   (``--die-with-parent``), and the kernel ends every process of a PID namespace
@@ -42,7 +45,7 @@ from .logs import LogSink
 RUN_TOKEN_VAR = "BLANKLY_MAGICS_RUN_TOKEN"  # marks every process of a run, grandchildren too
 LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 POLL = 0.25  # seconds between checks of memory, processes and the deadline (an exit wakes at once)
-DISK_POLL = 1.0  # seconds between measurements of the run's folder
+DISK_POLL = 2.0  # most seconds between measurements of the run's folder (a big folder costs more to walk)
 STOPPED = "stop"  # watch()'s reason when the run's stop event was set
 NICE = 10  # runs yield the CPU to the server and the notebook
 
@@ -247,7 +250,7 @@ def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callab
     Its exit and a stop request end the wait at once (both set ``stop.wake``);
     the limits are checked every POLL seconds meanwhile (the folder every DISK_POLL)."""
     ends = time.monotonic() + limits.timeout if limits.timeout else None
-    next_disk = 0.0
+    next_disk = 0.0  # measured as often as the rest while the folder is small, less once measuring costs
     reason: Optional[str] = None
     stop.wake.clear()  # a wake left by an earlier process of this run; every check below runs anyway
     _wake_on_exit(child.proc, stop.wake)
@@ -262,8 +265,9 @@ def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callab
             break
         reason = _over_limit(child, limits)
         if reason is None and disk_use is not None and limits.disk_mb and now >= next_disk:
-            next_disk = now + DISK_POLL
-            if disk_use() > limits.disk_mb << 20:
+            used = disk_use()
+            next_disk = now + min(DISK_POLL, max(POLL, 10 * (time.monotonic() - now)))
+            if used > limits.disk_mb << 20:
                 reason = disk_reason(limits.disk_mb)
         if reason is not None:
             child.kill()
@@ -296,6 +300,8 @@ def _reason_from_exit(child: Child, limits: Limits, code: int) -> Optional[str]:
         return memory_reason(limits.ram_mb) + " (MemoryError)"
     if limits.disk_mb and "File too large" in tail:
         return disk_reason(limits.disk_mb)
+    if limits.processes and ("Resource temporarily unavailable" in tail or "BlockingIOError" in tail):
+        return process_reason(limits.processes)  # a fork refused by the kernel's backstop
     return None
 
 

@@ -78,8 +78,8 @@ class Backtests:
             worker.start()
             self._workers.append(worker)
 
-    def stop(self, join: float) -> None:
-        """Stop every backtest; those that never ran are failed with the reason."""
+    def stop(self) -> None:
+        """Ask every backtest to stop and every worker to end (join() waits for them)."""
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -88,8 +88,11 @@ class Backtests:
                 run.cancelled.set()
         for _ in self._workers:
             self._queue.put(None)
+
+    def join(self, timeout: float) -> None:
+        """Wait for the workers; backtests that never ran are failed with the reason."""
         for worker in self._workers:
-            worker.join(join)
+            worker.join(timeout)
         self._workers = []
         with self._lock:
             leftovers = [r for r in self._runs.values() if not r.done]

@@ -5,6 +5,11 @@ everything in its requirements file is already installed here, so it runs with
 ``sys.executable`` at once. Otherwise a virtual environment is built for the
 requested Python with ``pip install -r requirements.txt`` and cached under
 ``data_dir/envs/<hash>`` so the next run of the same requirements is instant.
+
+A build runs its steps through a ``Builder``: the run's own sandbox where runs
+are confined (local.py), plain processes otherwise (``Unconfined``). pip runs
+a requirement's build scripts, which are the model author's code like the
+model itself.
 """
 from __future__ import annotations
 

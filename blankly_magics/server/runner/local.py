@@ -29,7 +29,7 @@ from .prepare import choose_interpreter, unpack
 from .logs import LogSink
 from .process import (NICE, RUN_TOKEN_VAR, STOPPED, Limits, RunStop, launcher_command, reap_leftovers, spawn,
                       watch)
-from .sandbox import (HOOK_DIR, SANDBOX_UID, SANDBOX_USER, SANDBOX_VIEW, SandboxError, SandboxSpec, View,
+from .sandbox import (HOOK_DIR, SANDBOX_USER, SANDBOX_VIEW, SandboxError, SandboxSpec, View,
                       account_files, bwrap_command, check_prefix, interpreter_prefixes)
 
 STAGE_CANDIDATES = ("/mnt", "/media", "/srv", "/var/tmp", "/tmp")  # any existing folder: covered privately
@@ -123,6 +123,7 @@ class LocalExecutor(Executor):
             prepared.interpreter = choose_interpreter(request.python_version, folder.model / info.requirements,
                                                       self._envs, self._builder(prepared, log, stop))
         except BaseException:
+            RunFolder(request.folder).clear()  # a half-unpacked copy goes at once
             self._give_back(uid)
             raise
         prepared.python_version = prepared.interpreter.version
@@ -199,18 +200,9 @@ class LocalExecutor(Executor):
 
     def _environment(self, prepared: LocalPrepared, view: View) -> dict[str, str]:
         """The process's whole environment: an allowlist, never a copy of the server's."""
-        env = {name: os.environ[name] for name in LOCALE_VARS if name in os.environ}
-        path = SYSTEM_PATH
         python_bin = posixpath.dirname(self._python_inside(prepared))
-        if python_bin not in path.split(":"):
-            path = f"{python_bin}:{path}"
-        env.update(prepared.request.env)
+        env = base_environment(view, python_bin, prepared.request.env)
         env.update({
-            "PATH": path,
-            "HOME": view.home,
-            "TMPDIR": view.tmp,
-            "USER": SANDBOX_USER,
-            "LOGNAME": SANDBOX_USER,
             "PYTHONPATH": view.hook,  # the hook, first and alone: only runs see it
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in the hook dir or the run's copy
@@ -218,7 +210,6 @@ class LocalExecutor(Executor):
             "MPLBACKEND": "Agg",
             "BROWSER": "true",  # webbrowser (Blankly's charts and login) runs `true URL`: no browser opens
             "BLANKLY_MAGICS_REPORT_DIR": view.report,
-            RUN_TOKEN_VAR: uuid.uuid4().hex,
         })
         if prepared.interpreter.env_dir is not None:
             env["VIRTUAL_ENV"] = view.env
@@ -309,11 +300,7 @@ class _SandboxBuilder:
             prefixes=executor._prefixes(envs.Interpreter(base, "", None)),
             extra=tuple(Mount(p, str(p)) for p in pip_paths), network=True, account_files=executor._accounts,
         )
-        env = {name: os.environ[name] for name in LOCALE_VARS if name in os.environ}
-        env.update(pip_env)
-        env.update({"PATH": f"{SANDBOX_VIEW.env}/bin:{SYSTEM_PATH}", "HOME": SANDBOX_VIEW.home,
-                    "TMPDIR": SANDBOX_VIEW.tmp, "USER": SANDBOX_USER, "LOGNAME": SANDBOX_USER,
-                    RUN_TOKEN_VAR: uuid.uuid4().hex})
+        env = base_environment(SANDBOX_VIEW, f"{SANDBOX_VIEW.env}/bin", pip_env)
         self.log.write("$ " + " ".join(argv) + "\n")
         child = spawn(executor._command(spec, prepared, umask=0o022), env=env, cwd=None, log=self.log,
                       pid_file=prepared.pid_file, record={"kind": "env", "id": prepared.request.run_id},
@@ -330,6 +317,17 @@ class _SandboxBuilder:
         if reason is not None:
             raise envs.StepFailed(reason)
         return code, self.log.tail(envs._PIP_TAIL * 2)
+
+
+def base_environment(view: View, python_bin: str, extra: dict[str, str]) -> dict[str, str]:
+    """What every process of a run gets (an allowlist, never a copy of the server's environment):
+    the locale, ``extra``, then PATH, HOME, TMPDIR, the account, and a fresh run token."""
+    env = {name: os.environ[name] for name in LOCALE_VARS if name in os.environ}
+    env.update(extra)
+    path = SYSTEM_PATH if python_bin in SYSTEM_PATH.split(":") else f"{python_bin}:{SYSTEM_PATH}"
+    env.update({"PATH": path, "HOME": view.home, "TMPDIR": view.tmp, "USER": SANDBOX_USER,
+                "LOGNAME": SANDBOX_USER, RUN_TOKEN_VAR: uuid.uuid4().hex})
+    return env
 
 
 def _record(request: RunRequest) -> dict[str, Any]:

@@ -16,11 +16,14 @@ What a process of a run sees; nothing else of the machine exists inside::
     /blankly/home                HOME, empty at start (writable)
     /tmp                         the run's own (writable)
     /proc                        of the run's own PID namespace: only the run's processes
-    /dev                         null, zero, full, random, urandom, tty, pts, shm
+    /dev                         null, zero, full, random, urandom, tty, pts (read-only);
+                                 /dev/shm is the run's /tmp again
 
 The writable folders are the run's folder (folders.RunFolder) on the server's
 disk, so what a run writes anywhere counts against its disk allowance and goes
-when the run's files are removed. The process runs as uid 1000 in a user
+when the run's files are removed. Nothing else is writable: the sandbox's own
+root and /dev (bubblewrap's tmpfs, memory no limit would see) are remounted
+read-only once built. The process runs as uid 1000 in a user
 namespace of its own with no capabilities (``--cap-drop ALL``), no new
 privileges (bubblewrap sets ``PR_SET_NO_NEW_PRIVS``), no further user
 namespaces (``--disable-userns``), its own PID, IPC, UTS and (where the kernel
@@ -37,7 +40,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -119,6 +122,8 @@ class SandboxSpec:
             out.append(Mount(self.env_dir, view.env))
         for name, path in self.folders.items():
             out.append(Mount(path, getattr(view, name), writable=True))
+        if "tmp" in self.folders:  # POSIX shared memory lands on disk, in the run's /tmp, counted
+            out.append(Mount(self.folders["tmp"], "/dev/shm", writable=True))
         return out
 
 
@@ -142,10 +147,11 @@ def bwrap_command(spec: SandboxSpec, bwrap: str, source: Callable[[int, Mount], 
     for directory in SYSTEM_DIRS:
         if os.path.islink(directory):
             cmd += ["--symlink", os.readlink(directory), directory]
-    mounts = spec.mounts()
-    for i, mount in enumerate(mounts):
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for i, mount in enumerate(spec.mounts()):
         cmd += ["--bind" if mount.writable else "--ro-bind", source(i, mount), mount.dest]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", spec.cwd, "--", *spec.argv]
+    # The sandbox's own root and /dev are tmpfs, in memory no limit sees: read-only once built.
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", spec.cwd, "--", *spec.argv]
     return cmd
 
 

@@ -83,9 +83,10 @@ class Runner:
     def shutdown(self, stop_live: bool = True) -> None:
         """Stop the workers and every run (live ones too when ``stop_live``)."""
         self._closing = True
+        self.backtests.stop()  # every run is asked to stop at once, then waited for
         if stop_live:
             self.live.stop_all()
-        self.backtests.stop(self.grace + 10)
+        self.backtests.join(self.grace + 10)
         self.executor.close()
         self._started = False
 

@@ -59,6 +59,8 @@ attempt("read the planted file in the server user's HOME", lambda: open(HOME + "
 attempt("list the server user's ssh keys", lambda: os.listdir("/root/.ssh"))
 attempt("read /etc/shadow", lambda: open("/etc/shadow").read())
 attempt("write into /usr", lambda: open("/usr/probe.txt", "w"))
+for folder in ("/", "/dev", "/etc", "/blankly", "/root"):  # memory-backed tmpfs: would escape every limit
+    attempt("write into " + folder, lambda: open(os.path.join(folder, "probe.txt"), "w"))
 attempt("write into the hook", lambda: open("/blankly/hook/blankly_external.py", "a"))
 attempt("read the server's environment", lambda: open("/proc/%d/environ" % SERVER_PID, "rb").read())
 attempt("signal the server", lambda: os.kill(SERVER_PID, 0))

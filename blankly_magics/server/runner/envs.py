@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from ...files import private_dir
+from .folders import write_new
 
 SERVER_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _VERSION_RE = re.compile(r"^python(\d+\.\d+)$")
@@ -237,14 +238,15 @@ def build_env(
             code, out = builder.run([str(base), "-m", "venv", inside], tmp, base, 300)
             if code != 0:
                 raise EnvError(f"creating a python {version} venv failed:\n{_tail(out)}")
-            (tmp / "requirements.txt").write_text(requirements_text)
+            # Written by the server into a folder the build can write: never through a link it left.
+            write_new(tmp / "requirements.txt", requirements_text.encode(), 0o644)
             code, out = builder.run(
                 [f"{inside}/bin/python", "-m", "pip", "install", "--no-input", "-r", f"{inside}/requirements.txt"],
                 tmp, base, timeout,
             )
             if code != 0:
                 raise EnvError(f"pip install -r requirements.txt failed:\n{_tail(out)}")
-            (tmp / ".ready").write_text(version + "\n")
+            write_new(tmp / ".ready", (version + "\n").encode(), 0o644)  # pip ran the model's code before
             try:
                 os.replace(tmp, final)
             except OSError:

@@ -154,6 +154,34 @@ class RunFolder:
             shutil.rmtree(self.root / name, ignore_errors=True)
 
 
+def contained(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing a path that leads out of ``root`` through a link.
+
+    A run's code may have replaced any folder inside its copy by a symlink to a
+    host path; the server writes there as root (secret files), so it checks first.
+    No process of the run is alive when it does (between two starts), so the check holds."""
+    path = Path(root) / relative
+    if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root)):
+        raise ValueError(f"{relative!r} leads out of the run's folder")
+    return path
+
+
+def write_new(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> Path:
+    """Write ``path`` afresh, never through a link a run's code may have left there."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return path
+
+
 def read_json_report(reports: dict[str, bytes], name: str) -> Optional[dict[str, Any]]:
     """A JSON object the hook wrote (None when missing or not an object)."""
     import json

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from . import envs
 from .executor import Executor, Exit, OnStart, Prepared, RunFailed, RunLimits, RunRequest
-from .folders import RunFolder, dir_size
+from .folders import RunFolder, contained, dir_size, write_new
 from .prepare import choose_interpreter, unpack
 from .logs import LogSink
 from .process import (NICE, RUN_TOKEN_VAR, STOPPED, Limits, RunStop, launcher_command, reap_leftovers, spawn,
@@ -167,7 +167,10 @@ class LocalExecutor(Executor):
         assert isinstance(prepared, LocalPrepared)
         folder = prepared.folder
         for name in prepared.request.secret_files:
-            (folder.model / prepared.working_directory / name).unlink(missing_ok=True)
+            try:
+                self._secret_path(prepared, name).unlink(missing_ok=True)
+            except RunFailed:  # it leads elsewhere now: the folder goes below, the link with it
+                pass
         folder.clear(keep_report=keep_report)
         self._give_back(prepared.uid)
         prepared.uid = None
@@ -217,18 +220,23 @@ class LocalExecutor(Executor):
 
     def _place_secrets(self, prepared: LocalPrepared) -> list[Path]:
         """Write the request's secret files into the working directory, 0600 and the run's own."""
-        from ...files import atomic_write
-
         placed = []
-        cwd = prepared.folder.model / prepared.working_directory
         for name, data in prepared.request.secret_files.items():
             if not name or set(name) - _SECRET_NAME_CHARS or name.startswith("."):
                 raise RunFailed(f"a secret file name must be a plain file name, not {name[:40]!r}")
-            path = atomic_write(cwd / name, data, fsync=False)
+            path = self._secret_path(prepared, name)
+            write_new(path, data)
             if prepared.uid is not None:
-                os.chown(path, prepared.uid, prepared.uid)
+                os.chown(path, prepared.uid, prepared.uid, follow_symlinks=False)
             placed.append(path)
         return placed
+
+    def _secret_path(self, prepared: LocalPrepared, name: str) -> Path:
+        try:
+            return contained(prepared.folder.model, posixpath.join(prepared.working_directory, name))
+        except ValueError:
+            raise RunFailed("the run's working directory now leads out of its folder (its code replaced it "
+                            "by a link): its secret files are not placed") from None
 
     def _command(self, spec: SandboxSpec, prepared: LocalPrepared, *, umask: int) -> list[str]:
         """The launcher command for one start of a run (see launch.py)."""

@@ -76,6 +76,34 @@ def test_a_secret_file_name_must_be_a_plain_name(tmp_path: Path) -> None:
     assert not (req.folder / "escape.json").exists()
 
 
+SWAPS_ITS_FOLDER = r'''
+import os
+os.chdir("..")
+os.rename("work", "work-old")
+os.symlink({outside!r}, "work")  # on the host, a link out of the run's folder
+print("swapped", flush=True)
+'''
+
+
+def test_secret_files_never_follow_a_link_the_runs_code_left(tmp_path: Path) -> None:
+    from blankly_magics.server.runner import RunFailed
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    executor = LocalExecutor(tmp_path / "data", find_bwrap())
+    executor.start()
+    zip_path = write_model_zip(tmp_path / "m.zip", files={"work/bot.py": SWAPS_ITS_FOLDER.format(outside=str(outside)),
+                                                          "work/keep.txt": "x"},
+                               manifest={"main_script": "./work/bot.py", "working_directory": "./work"})
+    req = request(tmp_path, zip_path, secret_files={"keys.json": KEYS})
+    prepared, end, log, _ = run(executor, req)
+    assert end.code == 0 and "swapped" in log.path.read_text()
+    with pytest.raises(RunFailed, match="working directory now leads out of its folder"):
+        executor.run(prepared, log, RunStop(), lambda pid, at: None)  # a restart: the keys are not placed
+    executor.release(prepared)
+    assert list(outside.iterdir()) == []  # nothing written (nor removed) through the link
+
+
 @pytest.mark.slow
 def test_a_model_needing_a_venv_gets_it_built_by_pip_in_its_sandbox_and_runs(tmp_path: Path) -> None:
     executor = LocalExecutor(tmp_path / "data", find_bwrap())

@@ -115,8 +115,6 @@ class SandboxSpec:
                 out.append(Mount(path, str(path)))
         if self.account_files is not None:
             out += [Mount(self.account_files[0], "/etc/passwd"), Mount(self.account_files[1], "/etc/group")]
-        out += [Mount(p, str(p)) for p in self.prefixes if not _covered(p)]
-        out += [m for m in self.extra if not _covered(m.source)]
         out.append(Mount(HOOK_DIR, view.hook))
         if self.env_dir is not None:
             out.append(Mount(self.env_dir, view.env))
@@ -124,6 +122,9 @@ class SandboxSpec:
             out.append(Mount(path, getattr(view, name), writable=True))
         if "tmp" in self.folders:  # POSIX shared memory lands on disk, in the run's /tmp, counted
             out.append(Mount(self.folders["tmp"], "/dev/shm", writable=True))
+        # Last, so that a Python living under /tmp (a venv made there) is not hidden by the run's /tmp.
+        out += [Mount(p, str(p)) for p in self.prefixes if not _covered(p)]
+        out += [m for m in self.extra if not _covered(m.source)]
         return out
 
 

@@ -145,3 +145,10 @@ def test_the_sandbox_shows_the_runs_folders_at_fixed_paths_and_system_folders_re
     assert cmd[-len(spec.argv) - 7:-len(spec.argv) - 3] == ["--remount-ro", "/dev", "--remount-ro", "/"]
     assert not any(str(Path.home()) == dest for _, _, dest in pairs)
     assert stat.S_ISDIR(os.stat(spec.mounts()[0].source).st_mode)
+
+
+def test_a_python_under_tmp_is_mounted_after_the_runs_own_tmp(tmp_path: Path) -> None:
+    venv = Path("/tmp/a-venv-made-here")  # e.g. a venv a test or a user made in /tmp
+    spec = SandboxSpec(folders={"tmp": tmp_path / "tmp"}, argv=(f"{venv}/bin/python",), cwd="/", prefixes=(venv,))
+    dests = [m.dest for m in spec.mounts()]
+    assert dests.index(str(venv)) > dests.index("/tmp")  # else the run's /tmp would hide it

@@ -201,9 +201,14 @@ def _check_exposure(args: argparse.Namespace, data_dir: Path) -> tuple[Any, bool
     if (args.tls_cert is None) != (args.tls_key is None):
         raise IsolationError("--tls-cert and --tls-key go together: give both (PEM files), or neither")
     tls = args.tls_cert is not None
-    for path in (args.tls_cert, args.tls_key) if tls else ():
-        with open(path, "rb"):  # unreadable: say so now, in one line
-            pass
+    if tls:  # a missing file or a key that does not match: said now, in one line
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise IsolationError(f"cannot use --tls-cert {args.tls_cert} with --tls-key {args.tls_key}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
     check_tls(args.host, tls, args.insecure_http)
     isolation = detect(args.isolation, data_dir)
     check_host(isolation, args.host)
@@ -260,7 +265,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     try:
         isolation, tls = _check_exposure(args, data_dir)
-    except (IsolationError, OSError) as exc:
+    except IsolationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(isolation.describe(), file=sys.stderr, flush=True)

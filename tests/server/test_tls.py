@@ -79,10 +79,18 @@ def test_a_host_beyond_loopback_without_tls_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "d" / "server.json").exists()
 
 
-def test_half_a_tls_pair_is_refused(tmp_path: Path) -> None:
+def test_half_a_tls_pair_or_a_key_of_another_certificate_is_refused(tmp_path: Path) -> None:
     cert, _ = self_signed(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "blankly_magics.server", "--port", "0", "--data-dir", str(tmp_path / "d"),
          "--tls-cert", str(cert)], capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
+    (tmp_path / "other").mkdir()
+    other_key = self_signed(tmp_path / "other")[1]
+    mismatched = subprocess.run(
+        [sys.executable, "-m", "blankly_magics.server", "--port", "0", "--data-dir", str(tmp_path / "d"),
+         "--tls-cert", str(cert), "--tls-key", str(other_key)], capture_output=True, text=True, timeout=120,
+    )
+    assert mismatched.returncode == 2
+    assert mismatched.stderr.strip().startswith(f"error: cannot use --tls-cert {cert} with --tls-key {other_key}")

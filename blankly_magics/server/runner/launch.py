@@ -3,7 +3,7 @@
     python -I -S launch.py SPEC_JSON
 
 SPEC_JSON: ``{"argv": [...], "rlimits": {"RLIMIT_FSIZE": n, ...}, "nice": 10, "umask": 63,
-"stage": "/mnt" | null, "sources": [...], "uid": n | null, "gid": n | null}``.
+"stage": "/mnt" | null, "sources": [...], "uid": n | null, "gid": n | null, "parent": pid | null}``.
 
 It sets the run's kernel limits (largest file, processes, no core dumps), its
 priority and umask, and then executes ``argv`` (bubblewrap, or the model's
@@ -25,10 +25,12 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 
 CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG = 1
 
 
 def _check(result, what):
@@ -69,6 +71,12 @@ def main(spec):
         os.setgroups([])
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+    if spec.get("parent"):
+        # Die with the server from here on (a change of user clears this, so it comes after), and
+        # not start at all if it died already: bubblewrap's own --die-with-parent comes later.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != spec["parent"]:
+            os._exit(1)
     argv = spec["argv"]
     os.execv(argv[0], argv)
 

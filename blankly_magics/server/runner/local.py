@@ -248,7 +248,9 @@ class LocalExecutor(Executor):
         launch: dict[str, Any] = {"rlimits": rlimits, "nice": NICE, "umask": umask}
         if not self.bwrap:
             launch["argv"] = list(spec.argv)
-        elif uid is not None:
+            return launcher_command(launch)
+        launch["parent"] = os.getpid()  # a sandbox dies with its server, even one killed while it starts
+        if uid is not None:
             launch.update(stage=self._stage, sources=[str(m.source) for m in spec.mounts()], uid=uid, gid=uid,
                           argv=bwrap_command(spec, self.bwrap, lambda i, m: f"{self._stage}/{i}"))
             # The kernel's backstop against a fork bomb between two polls; it counts threads too.

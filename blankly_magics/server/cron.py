@@ -4,8 +4,8 @@ Used for screeners, which run once per matching minute (local time) instead of
 as a long-running process. Accepted: ``*``, numbers, ``a-b`` ranges, ``/step``,
 comma lists, month and weekday names (``jan``, ``mon``, any case), weekday 7 as
 Sunday, the macros ``@hourly``, ``@daily``/``@midnight``, ``@weekly``,
-``@monthly``, ``@yearly``/``@annually``, and cronsim's ``L``, ``W`` and ``#``
-day forms. As in classic cron, when both the day-of-month and the day-of-week
+``@monthly``, ``@yearly``/``@annually``, and cronsim's ``L`` (last day),
+``LW`` (last weekday), ``5L`` (last Friday) and ``1#2`` (second Monday) forms. As in classic cron, when both the day-of-month and the day-of-week
 fields are restricted a day matches if either does. A date that never comes
 (``0 0 31 2 *``) is refused when the schedule is read.
 """

@@ -62,6 +62,13 @@ def test_macros() -> None:
     assert cron.parse("@Daily").text == "@Daily"  # kept as written
 
 
+def test_the_ends_of_months_and_nth_weekdays() -> None:
+    assert runs("0 0 L * *", count=2) == [dt.datetime(2024, 1, 31), dt.datetime(2024, 2, 29)]
+    assert runs("0 0 LW * *", count=3)[2] == dt.datetime(2024, 3, 29)  # March 31st 2024 is a Sunday
+    assert runs("0 9 * * 5L", count=1) == [dt.datetime(2024, 1, 26, 9, 0)]  # the last Friday
+    assert runs("0 9 * * 1#2", count=1) == [dt.datetime(2024, 2, 12, 9, 0)]  # the second Monday
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

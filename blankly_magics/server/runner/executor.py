@@ -68,7 +68,7 @@ class RunLimits:
     cpu: int = 1000  # millicores (a priority hint: runs are niced, CPU is bounded by the worker count)
     ram: int = 2048  # MB of resident memory across the run's processes
     timeout: float = 900.0  # seconds of wall clock per process where the request has a deadline
-    disk: int = 2048  # MB the run may write (its folder), also the largest single file
+    disk: int = 1024  # MB the run may write (its folder), also the largest single file
     processes: int = 64  # processes the run may have at once
 
 

@@ -7,7 +7,7 @@
         srv = server_factory(tmp_path / "data", args=["--max-upload", "1"])
         srv.kill(); srv.start()                    # SIGKILL, then a new process on the same dir
 
-Handles: ``.url``, ``.data_dir``, ``.proc``, ``.refresh_token(user)``, ``.id_token(user)``,
+Handles: ``.url``, ``.data_dir``, ``.proc``, ``.refresh_token(user)``, ``.token_command(user)``, ``.id_token(user)``,
 ``.headers(user)``, ``.request(method, path, user=..., **requests_kwargs)``, ``.start()``,
 ``.stop()`` (SIGTERM, clean), ``.kill()`` (SIGKILL, a crash), ``.restart()``, ``.snapshot()``.
 Teardown always stops every server and every process they started.
@@ -154,10 +154,12 @@ def _kill_procs(procs: Sequence[Any]) -> None:
 class ServerHandle:
     """One data dir served by the real server process (restartable)."""
 
-    def __init__(self, data_dir: Path, log_path: Path, args: Sequence[str] = ()) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, args: Sequence[str] = (),
+                 env: Optional[Mapping[str, str]] = None) -> None:
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.args = list(args)
+        self.env = dict(env) if env is not None else None  # the server's environment (None: this one's)
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
         self._tokens: dict[str, str] = {}
@@ -182,7 +184,7 @@ class ServerHandle:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env=self.env,
             )
         server_file = self.data_dir / "server.json"
         deadline = time.monotonic() + START_TIMEOUT
@@ -256,6 +258,18 @@ class ServerHandle:
             self._tokens[user] = issue_refresh_token(self.data_dir, user)
         return self._tokens[user]
 
+    def token_command(self, user: str, *args: str) -> subprocess.CompletedProcess:
+        """``python -m blankly_magics.server token --user USER`` on this data dir, as an operator types it;
+        a printed token becomes the one this handle signs ``user`` in with."""
+        done = subprocess.run(
+            [sys.executable, "-m", "blankly_magics.server", "token", "--data-dir", str(self.data_dir),
+             "--user", user, *args],
+            capture_output=True, text=True, timeout=120, env=self.env,
+        )
+        if done.returncode == 0:
+            self._tokens[user] = done.stdout.strip()
+        return done
+
     def id_token(self, user: str = "alice") -> str:
         """An idToken for ``user``, exchanged over HTTP at /auth/token."""
         import requests
@@ -284,23 +298,29 @@ class ServerHandle:
         kwargs.setdefault("timeout", 60)
         return requests.request(method, f"{self.url}{path}", headers=headers, **kwargs)
 
+    def health(self) -> dict[str, Any]:
+        """GET /health (no token)."""
+        return self.request("GET", "/health", user=None).json()
+
     def snapshot(self) -> Snapshot:
         return snapshot(self.data_dir)
 
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
-    """Make real servers: ``server_factory(data_dir=None, args=(), start=True)``."""
+    """Make real servers: ``server_factory(data_dir=None, args=(), start=True, env=None)``."""
     handles: list[ServerHandle] = []
 
     def make(
-        data_dir: Optional[Path] = None, args: Sequence[str] = (), start: bool = True
+        data_dir: Optional[Path] = None, args: Sequence[str] = (), start: bool = True,
+        env: Optional[Mapping[str, str]] = None,
     ) -> ServerHandle:
         n = len(handles)
         handle = ServerHandle(
             Path(data_dir) if data_dir else tmp_path / f"server-data-{n}",
             tmp_path / f"server-{n}.log",
             args,
+            env,
         )
         handles.append(handle)
         return handle.start() if start else handle

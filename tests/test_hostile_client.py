@@ -18,7 +18,7 @@ import pytest
 from tests.fixtures_notebooks import RSI_ENTRY, write_notebook
 from tests.fixtures_server import ServerHandle
 from tests.reliability import record
-from tests.test_faults import fault_proxy  # noqa: F401 (fixture)
+from tests.server.test_faults import fault_proxy  # noqa: F401 (fixture)
 from tests.magics_shell import Cells
 
 BACKTEST = "%%blankly_deploy --backtest --notebook {nb} --initial USD=10000 --start 2010-06-01 --end 2013-03-01"

@@ -1,6 +1,6 @@
 """``python -m blankly_magics.server``: run the local deployment server, or print a refresh token.
 
-    python -m blankly_magics.server [--host H] [--port P] [--data-dir DIR] ...
+    python -m blankly_magics.server [--host H] [--port P] [--data-dir DIR] [--tls-cert F --tls-key F] ...
     python -m blankly_magics.server token [--data-dir DIR] [--user NAME]
 """
 from __future__ import annotations
@@ -107,7 +107,30 @@ def serve_parser() -> argparse.ArgumentParser:
         "--log-level", choices=LOG_LEVELS, default="info",
         help="server log verbosity on stderr (default info: one line per request)",
     )
+    _isolation_option(parser)
+    parser.add_argument(
+        "--run-network", choices=("on", "off"), default="on",
+        help="network for runs (default on: backtests download prices, live models reach exchanges); "
+        "off gives each run a network of its own with loopback only",
+    )
+    parser.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                        help="serve HTTPS with this certificate (PEM; needs --tls-key)")
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                        help="the private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--insecure-http", action="store_true",
+        help="serve plain HTTP on a --host beyond loopback: only behind a proxy that terminates TLS",
+    )
     return parser
+
+
+def _isolation_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--isolation", choices=("auto", "bubblewrap", "none"), default="auto",
+        help="how runs are confined: auto (default) uses bubblewrap when it works here, else runs "
+        "them unconfined for one local user only; bubblewrap refuses to start without it; none runs "
+        "them unconfined and accepts that any user's model can read every user's data",
+    )
 
 
 def token_parser() -> argparse.ArgumentParser:
@@ -126,6 +149,7 @@ def token_parser() -> argparse.ArgumentParser:
         help=f"the server's data dir (default {default_data_dir()}, or $BLANKLY_MAGICS_HOME)",
     )
     parser.add_argument("--user", default="local", help="user name (default 'local')")
+    _isolation_option(parser)
     return parser
 
 
@@ -169,7 +193,34 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(host: str, sock: socket.socket) -> str:
+def _check_exposure(args: argparse.Namespace, data_dir: Path) -> tuple[Any, bool]:
+    """The isolation runs get and whether HTTPS is served; IsolationError for what is refused."""
+    from .isolation import IsolationError, check_host, check_tls, check_users, detect
+    from .store import Store
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise IsolationError("--tls-cert and --tls-key go together: give both (PEM files), or neither")
+    tls = args.tls_cert is not None
+    if tls:  # a missing file or a key that does not match: said now, in one line
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise IsolationError(f"cannot use --tls-cert {args.tls_cert} with --tls-key {args.tls_key}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+    check_tls(args.host, tls, args.insecure_http)
+    isolation = detect(args.isolation, data_dir)
+    check_host(isolation, args.host)
+    if args.run_network == "off" and isolation.mode == "none":
+        raise IsolationError("--run-network off needs confined runs, and runs cannot be confined here "
+                             f"({isolation.reason})")
+    with Store(data_dir) as store:
+        check_users(isolation, store.user_names())
+    return isolation, tls
+
+
+def _url(host: str, sock: socket.socket, scheme: str = "http") -> str:
     port = sock.getsockname()[1]
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
@@ -177,7 +228,7 @@ def _url(host: str, sock: socket.socket) -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -186,6 +237,7 @@ def serve(args: argparse.Namespace) -> int:
     from .. import __version__
     from .app import create_app
     from .config import MB, PlansError, ServerConfig, default_data_dir, default_plans, load_plans
+    from .isolation import IsolationError
     from .store import Store, private_dir
     from .zipcheck import ZipLimits
 
@@ -212,11 +264,17 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 1
     try:
+        isolation, tls = _check_exposure(args, data_dir)
+    except IsolationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(isolation.describe(), file=sys.stderr, flush=True)
+    try:
         sock = _bind(args.host, args.port)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    url = _url(args.host, sock)
+    url = _url(args.host, sock, "https" if tls else "http")
     config = ServerConfig(
         data_dir=data_dir,
         host=args.host,
@@ -228,6 +286,9 @@ def serve(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         max_queue=args.max_queue,
         log_level=args.log_level,
+        isolation=isolation.mode,
+        bwrap=isolation.bwrap,
+        run_network=args.run_network == "on",
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -261,6 +322,8 @@ def serve(args: argparse.Namespace) -> int:
             ws="none",  # no websocket routes; also avoids importing a mismatched websockets
             timeout_graceful_shutdown=10,
             server_header=False,
+            ssl_certfile=str(args.tls_cert) if tls else None,
+            ssl_keyfile=str(args.tls_key) if tls else None,
         )
     )
     try:
@@ -283,11 +346,18 @@ def _remove_server_file(path: Path) -> None:
 
 def token(args: argparse.Namespace) -> int:
     from .config import default_data_dir
+    from .isolation import check_users, detect
+    from .store import Store
     from .tokens import issue_refresh_token
 
     os.umask(0o077)
+    data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
     try:
-        print(issue_refresh_token(args.data_dir or default_data_dir(), args.user))
+        isolation = detect(args.isolation, data_dir)
+        if isolation.mode == "none" and not isolation.accepted:
+            with Store(data_dir) as store:
+                check_users(isolation, store.user_names(), args.user.strip())
+        print(issue_refresh_token(data_dir, args.user))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

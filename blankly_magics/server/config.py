@@ -1,4 +1,4 @@
-"""The server's settings and its plans (the CPU/RAM/time limits a run may use)."""
+"""The server's settings and its plans (the CPU, memory, time, disk and process limits a run may use)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,9 @@ from .zipcheck import ZipLimits
 PLAN_KINDS = ("backtesting", "live")
 MB = 1024 * 1024
 
-# {"backtesting": {"small": {"cpu": 1000, "ram": 2048, "timeout": 900}, ...}, "live": {...}}
+# {"backtesting": {"small": {"cpu": 1000, "ram": 2048, "timeout": 900, "disk": 1024, "processes": 64}, ...},
+#  "live": {...}}
+MAX_DEFAULT_DISK = 2048  # MB: no default plan lets a run write more than 2 GB
 Plans = dict[str, dict[str, dict[str, Any]]]
 
 
@@ -46,27 +48,30 @@ def default_plans(cores: Optional[int] = None, ram_mb: Optional[int] = None) -> 
     if cores is None or ram_mb is None:
         cores, ram_mb = _machine()
     all_cpu = cores * 1000
+    # (name, cpu, ram, timeout, disk MB, processes)
     backtesting = [
-        ("small", 1000, min(2048, ram_mb // 4), 900),
-        ("medium", min(2000, all_cpu), min(4096, ram_mb // 2), 1800),
-        ("large", all_cpu, ram_mb * 3 // 4, 3600),
+        ("small", 1000, min(2048, ram_mb // 4), 900, 1024, 64),
+        ("medium", min(2000, all_cpu), min(4096, ram_mb // 2), 1800, 2048, 128),
+        ("large", all_cpu, ram_mb * 3 // 4, 3600, MAX_DEFAULT_DISK, 256),
     ]
     live = [
-        ("nano", 250, min(512, ram_mb // 8)),
-        ("micro", 500, min(1024, ram_mb // 4)),
-        ("small", 1000, min(2048, ram_mb // 4)),
-        ("medium", min(2000, all_cpu), min(4096, ram_mb // 2)),
+        ("nano", 250, min(512, ram_mb // 8), 0, 512, 32),
+        ("micro", 500, min(1024, ram_mb // 4), 0, 1024, 64),
+        ("small", 1000, min(2048, ram_mb // 4), 0, 1024, 64),
+        ("medium", min(2000, all_cpu), min(4096, ram_mb // 2), 0, MAX_DEFAULT_DISK, 128),
     ]
     plans: Plans = {"backtesting": {}, "live": {}}
     seen: set[tuple[str, int, int]] = set()
-    for name, cpu, ram, timeout in backtesting:
-        if ("b", cpu, ram) not in seen:  # a small machine collapses sizes: keep one of each
-            seen.add(("b", cpu, ram))
-            plans["backtesting"][name] = {"cpu": cpu, "ram": max(ram, 128), "timeout": timeout}
-    for name, cpu, ram in live:
-        if ("l", cpu, ram) not in seen:
-            seen.add(("l", cpu, ram))
-            plans["live"][name] = {"cpu": cpu, "ram": max(ram, 128)}
+    for kind, rows in (("backtesting", backtesting), ("live", live)):
+        for name, cpu, ram, timeout, disk, processes in rows:
+            if (kind, cpu, ram) in seen:  # a small machine collapses sizes: keep one of each
+                continue
+            seen.add((kind, cpu, ram))
+            plan: dict[str, Any] = {"cpu": cpu, "ram": max(ram, 128)}
+            if timeout:
+                plan["timeout"] = timeout
+            plan.update(disk=disk, processes=processes)
+            plans[kind][name] = plan
     return plans
 
 
@@ -102,6 +107,8 @@ def validate_plans(raw: Any, source: str = "plans") -> Plans:
             entry["ram"] = _positive(spec.get("ram"), f"{where} ram (MB)")
             if kind == "backtesting":
                 entry["timeout"] = _positive(spec.get("timeout", 900), f"{where} timeout (s)", float)
+            entry["disk"] = _positive(spec.get("disk", 1024), f"{where} disk (MB)")
+            entry["processes"] = _positive(spec.get("processes", 64), f"{where} processes")
             checked[str(name)] = entry
         plans[kind] = checked
     return plans
@@ -119,7 +126,8 @@ def load_plans(path: str | Path) -> Plans:
 
 def plan_limits(plan: dict[str, Any]) -> RunLimits:
     return RunLimits(
-        cpu=int(plan["cpu"]), ram=int(plan["ram"]), timeout=float(plan.get("timeout", 900.0))
+        cpu=int(plan["cpu"]), ram=int(plan["ram"]), timeout=float(plan.get("timeout", 900.0)),
+        disk=int(plan.get("disk", 1024)), processes=int(plan.get("processes", 64)),
     )
 
 
@@ -135,6 +143,9 @@ class ServerConfig:
     max_queue: int = 100  # backtests waiting at once before new ones get 429
     log_level: str = "info"
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
+    isolation: str = "auto"  # "auto" (detected at start), "bubblewrap" or "none" (see isolation.py)
+    bwrap: Optional[str] = None  # bubblewrap's path when isolation is "bubblewrap"
+    run_network: bool = True  # False: runs get a network namespace with loopback only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())

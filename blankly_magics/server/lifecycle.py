@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 from . import uploads
 from .config import ServerConfig
 from .jobs import live_job
-from .runner import Runner
+from .runner import LocalExecutor, Runner
 from .state import Server
 from .store import TMP_DIR, VERSIONS_DIR, Deployment, Store, private_dir
 from .tokens import IdTokens, load_signing_key
@@ -88,6 +88,17 @@ def _resume(server: Server, dep: Deployment) -> Optional[str]:
     return None
 
 
+def _bwrap(config: ServerConfig) -> Optional[str]:
+    """bubblewrap's path when runs are confined (detected here when the command line did not)."""
+    if config.isolation == "auto":
+        from .isolation import detect
+
+        isolation = detect("auto", config.data_dir)
+        log.log(logging.WARNING if isolation.mode == "none" else logging.INFO, isolation.describe())
+        return isolation.bwrap
+    return config.bwrap if config.isolation == "bubblewrap" else None
+
+
 def open_server(config: ServerConfig) -> Server:
     """Open the store, clean up after a crash, start the runner and resume live models."""
     store = Store(config.data_dir, background_checkpoints=True)
@@ -99,7 +110,8 @@ def open_server(config: ServerConfig) -> Server:
         if failed:
             log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
         on_backtest, on_live = _runner_callbacks(store)
-        runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers)
+        runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers,
+                        executor=LocalExecutor(config.data_dir, _bwrap(config)), network=config.run_network)
         id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
         runner.start()
     except BaseException:

@@ -15,7 +15,9 @@ SERVICE = "blankly-magics-deployment-server"
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"service": SERVICE, "version": __version__})
+    # isolation: "bubblewrap" when every run is confined, "none" when runs are not
+    return JSONResponse({"service": SERVICE, "version": __version__,
+                         "isolation": server_of(request).runner.isolation})
 
 
 async def auth_token(request: Request) -> Response:

@@ -507,6 +507,10 @@ class Store:
             )
             return user
 
+    def user_names(self) -> list[str]:
+        """Every user's name, oldest first."""
+        return [row["name"] for row in self._all("SELECT name FROM users ORDER BY created_at")]
+
     def add_refresh_token(self, user_id: str, token_hash: str) -> str:
         session_id = new_id()
         self._write(

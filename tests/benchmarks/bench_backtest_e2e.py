@@ -159,37 +159,35 @@ def bot_py(model_dir: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def bot_py_as_runner(model_dir: Path, env: dict[str, str], tmp: Path) -> float:
-    """``bot.py`` started as the server's runner starts it (its environment, the platform
-    hook, lowered priority), without the server: separates the child's cost from the runner's."""
+def bot_py_as_runner(zip_path: Path, tmp: Path) -> float:
+    """``bot.py`` started as the server's runner starts it (unpacked, in its sandbox, its environment,
+    the platform hook, lowered priority), without the server: separates the run's cost from the server's."""
+    import base64
     import uuid
 
-    from blankly_magics.server import envs, runner
-
-    import base64
+    from blankly_magics.server.runner import LocalExecutor, LogSink, RunRequest
+    from blankly_magics.server.runner.process import RunStop
+    from blankly_magics.server.runner.sandbox import find_bwrap
 
     run_id = uuid.uuid4().hex
-    args = json.loads((model_dir / "blankly.json").read_text())["backtest_args"]  # the cell's --start etc.
-    report = tmp / "runner-report" / run_id
-    report.mkdir(parents=True)
-    child_env = runner.child_environment(
-        interpreter=envs.Interpreter(Path(sys.executable), envs.SERVER_VERSION),
-        report_dir=report, run_token=uuid.uuid4().hex,
-        model_vars={"BACKTESTING": "1", "BACKTESTING_ID": run_id,
-                    "BACKTESTING_ARGS": base64.b64encode(json.dumps(args).encode()).decode()},
+    with zipfile.ZipFile(zip_path) as zf:
+        args = json.loads(zf.read("model/blankly.json"))["backtest_args"]  # the cell's --start etc.
+    executor = LocalExecutor(tmp / "runner-data", find_bwrap())
+    executor.start()
+    request = RunRequest(
+        run_id=f"backtest-{run_id}", kind="backtest", folder=tmp / "runner-data" / "runs" / "backtests" / run_id,
+        zip_path=zip_path, version_id="v1", python_version="", deadline=True,
+        env={"BACKTESTING": "1", "BACKTESTING_ID": run_id,
+             "BACKTESTING_ARGS": base64.b64encode(json.dumps(args).encode()).decode()},
     )
-    child_env["HOME"] = env["HOME"]
+    log, stop = LogSink(request.folder / "output.log"), RunStop()
+    prepared = executor.prepare(request, log, stop)
     started = time.perf_counter()
-    child = runner.spawn(
-        interpreter=envs.Interpreter(Path(sys.executable), envs.SERVER_VERSION), script=model_dir / "bot.py",
-        cwd=model_dir, env=child_env, log=runner.LogSink(report / "log.txt"), pid_file=report / "pid.json",
-        record={"kind": "backtest", "id": run_id},
-    )
-    child.proc.wait(STEP_TIMEOUT)
+    end = executor.run(prepared, log, stop, lambda pid, at: None)
     elapsed = time.perf_counter() - started
-    code = child.finish()
-    if code != 0 or not (report / "backtest_result.json").is_file():
-        raise RuntimeError(f"bot.py under the runner's settings failed ({code}): {child.log.tail()}")
+    executor.release(prepared)
+    if end.code != 0 or "backtest_result.json" not in end.reports:
+        raise RuntimeError(f"bot.py under the runner's settings failed ({end.code}): {log.tail()}")
     return elapsed
 
 
@@ -215,7 +213,7 @@ def run(quick: bool = False) -> list[Row]:
         samples = interleaved({
             "ours": ours,
             "bot.py": lambda: bot_py(model_dir, env),
-            "runner_child": lambda: bot_py_as_runner(model_dir, env, tmp),
+            "runner_child": lambda: bot_py_as_runner(save, tmp),
         }, repeats)
         login, cold = worker.login, worker.cold
     finally:
@@ -236,7 +234,7 @@ def run(quick: bool = False) -> list[Row]:
     }
     details = [
         f"seconds: ours {spread(samples['ours'], 2)}; python bot.py {spread(samples['bot.py'], 2)}",
-        f"bot.py started as the runner starts it (hook, its env, nice), no server: "
+        f"bot.py started as the runner starts it (in its sandbox, hook, its env, nice), no server: "
         f"{spread(samples['runner_child'], 2)}",
         f"cold start, not counted: %blankly_login {login:.2f} s (starts the embedded server), "
         f"first deploy {cold:.2f} s",

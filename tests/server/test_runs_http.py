@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures_notebooks import RSI_BACKTEST_ARGS
 from tests.fixtures_server import ServerHandle, wait_for
-from tests.test_runner import TICKER, gone, model_zip, rsi_script, run_directly, run_processes
+from tests.server.runs import TICKER, gone, model_zip, rsi_script, run_directly, run_processes
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -133,7 +133,8 @@ def test_after_a_server_crash_live_models_run_again_and_nothing_is_orphaned(
     assert len(before) == 2
 
     server.kill()  # SIGKILL: no cleanup at all
-    assert all(not gone(p) for p in before)  # the children outlived their server
+    # Each run's sandbox dies with the server that started it: nothing is left to orphan.
+    wait_for(lambda: all(gone(p) for p in before), "the runs to end with their server", 30)
     server.start()
 
     status = get(server, "/backtest/status", backtestId=bt["backtestId"])

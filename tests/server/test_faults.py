@@ -31,7 +31,7 @@ from tests.fixtures_notebooks import write_notebook
 from tests.fixtures_server import ServerHandle, wait_for, write_model_zip
 from tests.reliability import record
 from tests.magics_shell import Cells
-from tests.test_runner import gone, run_processes
+from tests.server.runs import gone, run_processes
 
 TICKER = "import itertools, time\nfor i in itertools.count():\n    print(f'tick {i}', flush=True)\n    time.sleep(0.5)\n"
 SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
@@ -345,8 +345,8 @@ def test_a_crash_then_a_stop_during_recovery_leaves_one_live_process_and_no_orph
     first = run_processes(server.data_dir)
     assert len(first) == 2
 
-    server.kill()  # a crash: both children outlive it
-    assert all(not gone(pid) for pid in first)
+    server.kill()  # a crash: each run's sandbox dies with it
+    wait_for(lambda: all(gone(pid) for pid in first), "the runs to end with their server", 30)
     server.start()  # recovery: kills the leftovers, fails the backtest, starts the live model again
     server.stop()  # ... and is stopped at once, maybe in the middle of that
     assert all(gone(pid) for pid in first)

@@ -16,7 +16,6 @@ import psutil
 import pytest
 
 from blankly_magics.server.runner import (
-    RUN_TOKEN_VAR,
     BacktestJob,
     LiveJob,
     LogSink,
@@ -24,144 +23,9 @@ from blankly_magics.server.runner import (
     RunLimits,
     failure_reason,
 )
-from tests.fixtures_notebooks import (
-    PRICES_CSV,
-    RSI_BACKTEST_ARGS,
-    RSI_ENTRY,
-    RSI_IMPORTS,
-    RSI_LOGIC,
-    RSI_SETUP,
-)
-
-# ---------------------------------------------------------------- real model zips
-
-
-def rsi_script(entry: str = RSI_ENTRY) -> str:
-    """The RSI strategy as the exporter writes it: marked cells, then the entry cell."""
-    cells = [RSI_IMPORTS, RSI_LOGIC, RSI_SETUP]
-    return "\n".join(c.replace("#| blankly\n", "") for c in cells) + "\n" + entry
-
-
-def blankly_settings() -> tuple[dict, dict]:
-    """Blankly's default settings.json / backtest.json contents (GUI left ON on purpose:
-    the runner must keep runs headless whatever the upload says)."""
-    from blankly.utils.utils import default_backtest_settings, default_general_settings
-
-    backtest = json.loads(json.dumps(default_backtest_settings))
-    backtest["settings"]["GUI_output"] = True
-    return json.loads(json.dumps(default_general_settings)), backtest
-
-
-def model_zip(
-    path: Path,
-    script: str,
-    *,
-    requirements: str = "",
-    files: Optional[dict[str, str]] = None,
-    manifest: Optional[dict[str, Any]] = None,
-    prices: bool = True,
-) -> Path:
-    """A model zip as the platform expects it: model/blankly.json, the script, settings, data."""
-    settings, backtest = blankly_settings()
-    meta = {
-        "main_script": "./bot.py",
-        "working_directory": ".",
-        "requirements": "./requirements.txt",
-        "python_version": f"{sys.version_info[0]}.{sys.version_info[1]}",
-        "type": "strategy",
-    }
-    meta.update(manifest or {})
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("model/blankly.json", json.dumps(meta))
-        zf.writestr("model/bot.py", script)
-        zf.writestr("model/requirements.txt", requirements)
-        zf.writestr("model/settings.json", json.dumps(settings))
-        zf.writestr("model/backtest.json", json.dumps(backtest))
-        if prices:
-            zf.write(PRICES_CSV, "model/" + PRICES_CSV.name)
-        for name, text in (files or {}).items():
-            zf.writestr("model/" + name, text)
-    return path
-
-
-METRICS_DUMP = """
-import json as _json
-_args = _json.load(open("args.json"))
-_result = strategy.backtest(**_args, GUI_output=False)
-_metrics = {m["display_name"]: m["value"] for m in _result.metrics.values()}
-_json.dump({"metrics": _metrics, "trades": len(_result.trades["created"])}, open("direct.json", "w"))
-"""
-
-
-def run_directly(tmp: Path, args: dict) -> dict:
-    """Run the RSI script with plain `python` (no hook, not deployed) and the same args."""
-    settings, backtest = blankly_settings()
-    backtest["settings"]["GUI_output"] = False
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "bot.py").write_text(rsi_script(METRICS_DUMP))
-    (tmp / "settings.json").write_text(json.dumps(settings))
-    (tmp / "backtest.json").write_text(json.dumps(backtest))
-    (tmp / "args.json").write_text(json.dumps(args))
-    (tmp / PRICES_CSV.name).write_bytes(PRICES_CSV.read_bytes())
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BACKTESTING")}
-    env["BROWSER"] = "true"
-    proc = subprocess.run([sys.executable, "bot.py"], cwd=tmp, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((tmp / "direct.json").read_text())
-
-
-# ---------------------------------------------------------------- recording callbacks
-
-
-class Recorder:
-    """Collects the runner's reports and lets a test wait for a state."""
-
-    def __init__(self) -> None:
-        self.backtests: dict[str, list[dict]] = {}
-        self.live: dict[str, list[dict]] = {}
-        self._cond = threading.Condition()
-
-    def on_backtest(self, backtest_id: str, fields: dict) -> None:
-        with self._cond:
-            self.backtests.setdefault(backtest_id, []).append(dict(fields))
-            self._cond.notify_all()
-
-    def on_live(self, model_id: str, fields: dict) -> None:
-        with self._cond:
-            self.live.setdefault(model_id, []).append(dict(fields))
-            self._cond.notify_all()
-
-    def backtest(self, backtest_id: str) -> dict:
-        merged: dict = {}
-        for fields in self.backtests.get(backtest_id, []):
-            merged.update(fields)
-        return merged
-
-    def live_state(self, model_id: str) -> dict:
-        merged: dict = {}
-        for fields in self.live.get(model_id, []):
-            merged.update(fields)
-        return merged
-
-    def wait(self, predicate: Callable[[], bool], timeout: float = 240.0) -> None:
-        """Wait for a report, re-checking every 0.2 s too (some predicates read log files)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"condition not reached; backtests={self.backtests} live={self.live}")
-                self._cond.wait(min(0.2, left))
-
-    def wait_backtest(self, backtest_id: str, timeout: float = 240.0) -> dict:
-        self.wait(lambda: self.backtest(backtest_id).get("status") in ("completed", "failed", "cancelled"),
-                  timeout)
-        return self.backtest(backtest_id)
-
-    def wait_live(self, model_id: str, predicate: Callable[[dict], bool], timeout: float = 120.0) -> dict:
-        self.wait(lambda: predicate(self.live_state(model_id)), timeout)
-        return self.live_state(model_id)
+from tests.fixtures_notebooks import RSI_BACKTEST_ARGS
+from tests.fixtures_server import wait_for
+from tests.server.runs import TICKER, Recorder, gone, model_zip, rsi_script, run_directly, run_processes
 
 
 @pytest.fixture
@@ -177,30 +41,6 @@ def runner(tmp_path: Path, recorder: Recorder):
     yield r
     r.shutdown()
     assert run_processes(tmp_path) == [], "the runner left child processes behind"
-
-
-def run_processes(root: Path) -> list[int]:
-    """Pids of live processes a runner started under ``root`` (run token set, cwd inside it).
-
-    Other tests' servers may run models at the same time: only ours count.
-    """
-    root = root.resolve()
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if (RUN_TOKEN_VAR in proc.environ() and proc.status() != psutil.STATUS_ZOMBIE
-                    and Path(proc.cwd()).resolve().is_relative_to(root)):
-                found.append(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def job(tmp_path: Path, backtest_id: str, zip_path: Path, args: Optional[dict] = None,
@@ -293,7 +133,7 @@ def test_a_script_without_a_backtest_fails_with_no_result(runner: Runner, record
     assert "nothing to see" in runner.backtest_log("bt-quiet").read_text()
 
 
-def test_the_model_gets_the_platform_environment(runner: Runner, recorder: Recorder,
+def test_the_model_gets_the_platform_environment_and_nothing_of_the_servers(runner: Runner, recorder: Recorder,
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SECRET_TOKEN", "s3cr3t-value")
     monkeypatch.setenv("HARMLESS_SETTING", "kept")
@@ -319,11 +159,11 @@ def test_the_model_gets_the_platform_environment(runner: Runner, recorder: Recor
     assert seen["BACKTESTING"] == "1" and seen["BACKTESTING_ID"] == "bt-env"
     assert seen["args"] == {"to": "1y"}
     assert seen["MPLBACKEND"] == "Agg" and seen["PYTHONUNBUFFERED"] == "1"
-    assert seen["HARMLESS_SETTING"] == "kept"
-    assert seen["MY_SECRET_TOKEN"] is None  # secrets-looking variables never reach a model
-    assert Path(seen["first_path"]).name == "hook"
+    # The server's environment is never copied: harmless-looking or not, its variables stay out.
+    assert seen["HARMLESS_SETTING"] is None and seen["MY_SECRET_TOKEN"] is None
+    assert seen["first_path"] == "/blankly/hook"
     assert Path(seen["hook"]).parent == Path(seen["first_path"])
-    assert Path(seen["cwd"]).name == "sub"
+    assert seen["cwd"] == "/blankly/model/sub"
 
 
 def test_a_model_past_the_time_limit_is_stopped(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
@@ -415,17 +255,6 @@ def test_a_bad_backtest_id_is_refused(runner: Runner, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- live models
 
-TICKER = (
-    "import os, time\n"
-    "print('model', os.environ['MODEL_ID'], 'backtesting', os.environ.get('BACKTESTING'), flush=True)\n"
-    "n = 0\n"
-    "while True:\n"
-    "    n += 1\n"
-    "    print('tick', n, flush=True)\n"
-    "    time.sleep(0.5)\n"
-)
-
-
 def live_job(zip_path: Path, model_id: str = "live1", version_id: str = "v1", **kw: Any) -> LiveJob:
     return LiveJob(model_id, version_id, "proj1", zip_path, "", **kw)
 
@@ -471,9 +300,14 @@ PRIVATE_MODEL = (
 
 
 def _modes(root: Path) -> dict[str, str]:
-    """Every folder and file under ``root`` with its permission bits, e.g. {"live/m/output.log": "0o600"}."""
-    return {p.relative_to(root).as_posix() or ".": oct(p.lstat().st_mode & 0o7777)
-            for p in [root, *root.rglob("*")]}
+    """Every folder (name ending in /) and file under ``root`` with its permission bits,
+    e.g. {"live/m/output.log": "0o600", "live/m/model/": "0o700"}."""
+    return {(p.relative_to(root).as_posix() or ".") + ("/" if p.is_dir() and p != root else ""):
+            oct(p.lstat().st_mode & 0o7777) for p in [root, *root.rglob("*")]}
+
+
+# The sandbox's account files (one account, no secret) are what every run's sandbox reads.
+ACCOUNT_FILES = {"sandbox/passwd": "0o644", "sandbox/group": "0o644"}
 
 
 def test_everything_the_runner_writes_is_private_and_the_model_still_reads_and_runs_its_copy(
@@ -508,12 +342,13 @@ def test_everything_the_runner_writes_is_private_and_the_model_still_reads_and_r
                  "model/written_by_model.txt"):
         assert live[f"live/priv/{name}"] == "0o600", name
     done = _modes(data / "runs")
-    assert done["backtests/bt-priv/output.log"] == "0o600" and "backtests/bt-priv/report" in done
+    assert done["backtests/bt-priv/output.log"] == "0o600" and "backtests/bt-priv/report/" in done
+    assert "live/priv/model/" not in done  # the run's copy went when it stopped; its log stays
     for modes in (live, done):
-        loose = {name: mode for name, mode in modes.items()
-                 if mode != ("0o700" if (data / "runs" / name).is_dir() or name.endswith("tool.sh") else "0o600")}
+        loose = {name: mode for name, mode in modes.items() if name not in ACCOUNT_FILES
+                 and mode != ("0o700" if name.endswith("/") or name == "." or name.endswith("tool.sh") else "0o600")}
         assert loose == {}, loose
-    assert oct((data / "envs").stat().st_mode & 0o777) == "0o700"
+        assert {name: modes[name] for name in ACCOUNT_FILES} == ACCOUNT_FILES
 
 
 def test_an_older_runners_open_folders_are_closed_at_start(recorder: Recorder, tmp_path: Path) -> None:
@@ -525,7 +360,9 @@ def test_an_older_runners_open_folders_are_closed_at_start(recorder: Recorder, t
     runner = Runner(data, recorder.on_backtest, recorder.on_live, max_workers=1)
     runner.start()
     runner.shutdown()
-    assert set(_modes(data / "runs").values()) == {"0o700"}
+    modes = _modes(data / "runs")
+    assert {name: modes.pop(name) for name in ACCOUNT_FILES} == ACCOUNT_FILES
+    assert set(modes.values()) == {"0o700"}
 
 
 def test_a_redeploy_replaces_the_running_process(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
@@ -586,9 +423,11 @@ def test_a_screener_with_a_bad_schedule_is_crashed_with_the_reason(
 ORPHAN_MAKER = """
 import sys, time
 from pathlib import Path
-from blankly_magics.server.runner import Runner, LiveJob, BacktestJob
-data, live_zip, sleep_zip = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-r = Runner(data, lambda *a: None, lambda *a: None, max_workers=1)
+from blankly_magics.server.runner import BacktestJob, LiveJob, LocalExecutor, Runner
+from blankly_magics.server.runner.sandbox import find_bwrap
+data, live_zip, sleep_zip, confined = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
+r = Runner(data, lambda *a: None, lambda *a: None, max_workers=1,
+           executor=LocalExecutor(data, find_bwrap() if confined else None))
 r.start()
 r.deploy(LiveJob("orphan-live", "v1", "p1", live_zip, ""))
 r.submit_backtest(BacktestJob("orphan-bt", "m", "v1", "p1", sleep_zip, "", {}))
@@ -599,7 +438,10 @@ time.sleep(600)
 """
 
 
-def test_a_new_runner_kills_what_a_killed_server_left_behind(tmp_path: Path, recorder: Recorder) -> None:
+@pytest.mark.parametrize("confined", [True, False], ids=["confined", "unconfined"])
+def test_a_killed_servers_runs_end_and_the_next_runner_closes_them(
+    tmp_path: Path, recorder: Recorder, confined: bool
+) -> None:
     data = tmp_path / "data"
     live_zip = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
     sleeper = ("import subprocess, sys, time\n"
@@ -608,15 +450,19 @@ def test_a_new_runner_kills_what_a_killed_server_left_behind(tmp_path: Path, rec
     sleep_zip = model_zip(tmp_path / "sleep.zip", sleeper, prices=False)
     script = tmp_path / "orphans.py"
     script.write_text(ORPHAN_MAKER)
-    server = subprocess.Popen([sys.executable, str(script), str(data), str(live_zip), str(sleep_zip)],
-                              stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parent.parent))
+    server = subprocess.Popen([sys.executable, str(script), str(data), str(live_zip), str(sleep_zip),
+                               "1" if confined else "0"],
+                              stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parents[3]))
     try:
         assert server.stdout.readline().strip() == "ready"
         orphans = run_processes(tmp_path)
         assert len(orphans) >= 2
         server.send_signal(signal.SIGKILL)  # the server dies without cleaning up
         server.wait()
-        assert all(not gone(p) for p in orphans)  # its children outlived it
+        if confined:  # a sandbox dies with the server that started it
+            wait_for(lambda: all(gone(p) for p in orphans), "the sandboxes to end with their server", 30)
+        else:
+            assert all(not gone(p) for p in orphans)  # its children outlived it
         r = Runner(data, recorder.on_backtest, recorder.on_live, max_workers=1)
         r.start()
         try:

@@ -12,7 +12,7 @@ from typing import Optional
 import pytest
 
 from blankly_magics.server.runner import HOOK_DIR
-from tests.test_runner import blankly_settings, rsi_script
+from tests.server.runs import blankly_settings, rsi_script
 from tests.fixtures_notebooks import PRICES_CSV, RSI_BACKTEST_ARGS
 
 

@@ -5,6 +5,11 @@ everything in its requirements file is already installed here, so it runs with
 ``sys.executable`` at once. Otherwise a virtual environment is built for the
 requested Python with ``pip install -r requirements.txt`` and cached under
 ``data_dir/envs/<hash>`` so the next run of the same requirements is instant.
+
+A build runs its steps through a ``Builder``: the run's own sandbox where runs
+are confined (local.py), plain processes otherwise (``Unconfined``). pip runs
+a requirement's build scripts, which are the model author's code like the
+model itself.
 """
 from __future__ import annotations
 
@@ -20,7 +25,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional, Protocol
+
+from ...files import private_dir
+from .folders import write_new
 
 SERVER_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _VERSION_RE = re.compile(r"^python(\d+\.\d+)$")
@@ -39,6 +47,7 @@ class Interpreter:
     python: Path
     version: str
     env_dir: Optional[Path] = None
+    base: Optional[Path] = None  # the interpreter a venv was made from
 
     @property
     def shared(self) -> bool:
@@ -176,95 +185,37 @@ def _tail(text: str, limit: int = _PIP_TAIL) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-class _Cancelled(Exception):
-    pass
+class StepFailed(Exception):
+    """A build step was stopped (a cancel, a server shutdown, a limit): the message says why."""
 
 
-def _run_logged(
-    cmd: list[str],
-    log: Optional[Callable[[str], None]],
-    timeout: float,
-    *,
-    stop: Optional[threading.Event] = None,
-    track: Optional[Callable[[subprocess.Popen], Callable[[], None]]] = None,
-    env_extra: Optional[dict] = None,
-) -> tuple[int, str]:
-    """Run a build step in its own process group; return (exit code, its output).
+class Builder(Protocol):
+    """Runs the steps of an environment build: inside the run's sandbox where runs are confined."""
 
-    Output is streamed to ``log`` line by line. ``stop`` (set by a cancel or a
-    server shutdown) and ``timeout`` kill the whole group; ``track`` lets the
-    runner record the process so a restarted server can kill it.
-    """
-    if log:
-        log("$ " + " ".join(cmd) + "\n")
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1",
-           "PIP_NO_INPUT": "1", **(env_extra or {})}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
-    )
-    untrack = track(proc) if track else None
-    lines: list[str] = []
+    def env_path(self, build_dir: Path) -> str:
+        """The build folder as the steps see it (the venv is made there)."""
 
-    def pump() -> None:
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            lines.append(line)
-            if len(lines) > 2000:
-                del lines[:1000]
-            if log:
-                log(line)
-        proc.stdout.close()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                code = proc.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if stop is not None and stop.is_set():
-                _kill_group(proc)
-                raise _Cancelled()
-            if time.monotonic() > deadline:
-                _kill_group(proc)
-                raise subprocess.TimeoutExpired(cmd, timeout)
-        reader.join(10)
-    finally:
-        if untrack:
-            untrack()
-    return code, "".join(lines)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+    def run(self, argv: list[str], build_dir: Path, base: Path, timeout: float) -> tuple[int, str]:
+        """Run one step with the build folder writable; (exit code, the end of its output).
+        ``base`` is the interpreter the venv is made from. StepFailed when it was stopped."""
 
 
 def build_env(
     envs_dir: Path,
     version: str,
     requirements_text: str,
+    builder: Builder,
     *,
-    log: Optional[Callable[[str], None]] = None,
     timeout: float = _PIP_TIMEOUT,
-    stop: Optional[threading.Event] = None,
-    track: Optional[Callable[[subprocess.Popen], Callable[[], None]]] = None,
-    env_extra: Optional[dict] = None,
 ) -> Interpreter:
     """Return the cached venv for (version, requirements), building it if needed.
 
     Built in a temp dir beside the cache and renamed into place, so a crash
     never leaves a half env that looks ready; a per-key lock stops two runs
     building the same env at once (in this process; across processes the
-    rename decides and the loser's copy is dropped).
+    rename decides and the loser's copy is dropped). The venv is made where the
+    builder's steps see the build folder, which is where runs see it later
+    (sandbox.SANDBOX_VIEW.env), so its own paths stay right after the rename.
     """
     pythons = find_pythons()
     base = pythons.get(version)
@@ -278,26 +229,24 @@ def build_env(
     final = envs_dir / key
     with _lock_for(key):
         if (final / ".ready").exists():
-            return Interpreter(_venv_python(final, version), version, final)
-        envs_dir.mkdir(parents=True, exist_ok=True)
+            return Interpreter(_venv_python(final, version), version, final, base)
+        private_dir(envs_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=envs_dir))
+        os.chmod(tmp, 0o755)  # every run's sandbox reads the finished env
         try:
-            step = dict(stop=stop, track=track, env_extra=env_extra)
-            code, out = _run_logged([str(base), "-m", "venv", str(tmp)], log, 300, **step)
+            inside = builder.env_path(tmp)
+            code, out = builder.run([str(base), "-m", "venv", inside], tmp, base, 300)
             if code != 0:
                 raise EnvError(f"creating a python {version} venv failed:\n{_tail(out)}")
-            req_file = tmp / "requirements.txt"
-            req_file.write_text(requirements_text)
-            code, out = _run_logged(
-                [str(tmp / "bin" / "python"), "-m", "pip", "install", "--no-input",
-                 "-r", str(req_file)],
-                log,
-                timeout,
-                **step,
+            # Written by the server into a folder the build can write: never through a link it left.
+            write_new(tmp / "requirements.txt", requirements_text.encode(), 0o644)
+            code, out = builder.run(
+                [f"{inside}/bin/python", "-m", "pip", "install", "--no-input", "-r", f"{inside}/requirements.txt"],
+                tmp, base, timeout,
             )
             if code != 0:
                 raise EnvError(f"pip install -r requirements.txt failed:\n{_tail(out)}")
-            (tmp / ".ready").write_text(version + "\n")
+            write_new(tmp / ".ready", (version + "\n").encode(), 0o644)  # pip ran the model's code before
             try:
                 os.replace(tmp, final)
             except OSError:
@@ -306,29 +255,112 @@ def build_env(
                     raise
         except subprocess.TimeoutExpired:
             raise EnvError(f"building the environment took longer than {int(timeout)} s") from None
-        except _Cancelled:
-            raise EnvError("stopped while building the environment") from None
+        except StepFailed as exc:
+            raise EnvError(f"stopped while building the environment: {exc}") from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    # A venv's scripts embed its path, so it was built with the temp path: the
-    # interpreter itself works after the rename (bin/python is a symlink and
-    # pyvenv.cfg names the base), which is all we run.
-    return Interpreter(_venv_python(final, version), version, final)
+    return Interpreter(_venv_python(final, version), version, final, base)
+
+
+class Unconfined:
+    """Builds with plain processes as the server's user: for servers whose runs are not confined."""
+
+    def __init__(self, log: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None,
+                 env_extra: Optional[dict[str, str]] = None) -> None:
+        self.log = log
+        self.stop = stop
+        self.env_extra = env_extra or {}
+
+    def env_path(self, build_dir: Path) -> str:
+        return str(build_dir)
+
+    def run(self, argv: list[str], build_dir: Path, base: Path, timeout: float) -> tuple[int, str]:
+        if self.log:
+            self.log("$ " + " ".join(argv) + "\n")
+        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1",
+               "PIP_NO_INPUT": "1", **self.env_extra}
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        lines: list[str] = []
+
+        def pump() -> None:
+            for raw in iter(proc.stdout.readline, b""):
+                line = raw.decode("utf-8", "replace")
+                lines.append(line)
+                if len(lines) > 2000:
+                    del lines[:1000]
+                if self.log:
+                    self.log(line)
+            proc.stdout.close()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if self.stop is not None and self.stop.is_set():
+                _kill_group(proc)
+                raise StepFailed("stopped")
+            if time.monotonic() > deadline:
+                _kill_group(proc)
+                raise subprocess.TimeoutExpired(argv, timeout)
+        reader.join(10)
+        return code, "".join(lines)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+_pip_settings: Optional[tuple[dict[str, str], tuple[Path, ...]]] = None
+
+
+def pip_settings() -> tuple[dict[str, str], tuple[Path, ...]]:
+    """This machine's pip settings (its config files and PIP_* variables) as PIP_* variables,
+    and the local folders and files they name (find-links, file:// indexes, certificates,
+    constraints): what a sandboxed pip needs to install as the server's own pip would."""
+    global _pip_settings
+    if _pip_settings is None:
+        try:
+            out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                                 text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        env: dict[str, str] = {}
+        paths: set[Path] = set()
+        for line in out.splitlines():
+            key, sep, value = line.partition("=")
+            if not sep or "." not in key:
+                continue
+            name = key.split(".", 1)[1].strip()
+            value = value.strip().strip("'\"")
+            env["PIP_" + name.upper().replace("-", "_")] = value
+            for word in value.split():
+                local = Path(word[len("file://"):] if word.startswith("file://") else word)
+                if local.is_absolute() and local.exists():
+                    paths.add(local)
+        env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"})
+        _pip_settings = env, tuple(sorted(paths))
+    return _pip_settings
 
 
 def select_python(
     python_version: Optional[str],
     requirements_file: Optional[Path],
     envs_dir: Optional[Path] = None,
-    *,
-    log: Optional[Callable[[str], None]] = None,
-    **build: Any,
+    builder: Optional[Builder] = None,
 ) -> Interpreter:
-    """The interpreter for a run: the server's own when it fits, else a cached venv.
-
-    ``build`` goes to build_env (stop, track, env_extra, timeout).
-    """
+    """The interpreter for a run: the server's own when it fits, else a cached venv (made by ``builder``)."""
     version = normalize_version(python_version)
     text = ""
     if requirements_file is not None and Path(requirements_file).is_file():
@@ -337,4 +369,4 @@ def select_python(
         return Interpreter(Path(sys.executable), version, None)
     if envs_dir is None:
         raise EnvError("no envs directory given to build a venv in")
-    return build_env(Path(envs_dir), version, text, log=log, **build)
+    return build_env(Path(envs_dir), version, text, builder or Unconfined())

@@ -198,6 +198,8 @@ def test_plans_are_sized_from_this_machine(local_server):
         for plan in plans.values():
             assert 0 < plan["cpu"] <= cores * 1000 and 0 < plan["ram"] <= ram
     assert all(plan["timeout"] > 0 for plan in backtesting.values())
+    for plans in (backtesting, live):  # every default lets a run write 2 GB at most, and caps its processes
+        assert all(0 < plan["disk"] <= 2048 and plan["processes"] > 0 for plan in plans.values())
 
 
 def test_plans_file_replaces_the_defaults(server_factory, tmp_path):
@@ -209,9 +211,10 @@ def test_plans_file_replaces_the_defaults(server_factory, tmp_path):
     path.write_text(json.dumps(plans))
     server = server_factory(args=["--plans", str(path)])
     answered = _ok(server.request("POST", "/project/plans", data={"type": "backtesting"}))
-    assert answered == {"tiny": {"cpu": 500, "ram": 256, "timeout": 60.0},
-                        "big": {"cpu": 1000, "ram": 1024, "timeout": 900.0}}
-    assert _ok(server.request("POST", "/project/plans", data={"type": "live"})) == plans["live"]
+    assert answered == {"tiny": {"cpu": 500, "ram": 256, "timeout": 60.0, "disk": 1024, "processes": 64},
+                        "big": {"cpu": 1000, "ram": 1024, "timeout": 900.0, "disk": 1024, "processes": 64}}
+    assert _ok(server.request("POST", "/project/plans", data={"type": "live"})) == {
+        "pico": {"cpu": 100, "ram": 128, "disk": 1024, "processes": 64}}
 
 
 def test_a_bad_plans_file_stops_the_server_with_a_clear_error(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from blankly_magics.server import envs
+from blankly_magics.server.runner import envs
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -81,7 +81,7 @@ def test_a_venv_is_built_once_and_reused(tmp_path: Path) -> None:
 
     def build() -> None:
         try:
-            results.append(envs.build_env(tmp_path / "envs", HERE, req.read_text(), log=lines.append))
+            results.append(envs.build_env(tmp_path / "envs", HERE, req.read_text(), envs.Unconfined(log=lines.append)))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -93,7 +93,7 @@ def test_a_venv_is_built_once_and_reused(tmp_path: Path) -> None:
     assert not errors, errors
     assert results[0] == results[1]
     env = results[0]
-    assert not env.shared and env.env_dir.parent == tmp_path / "envs"
+    assert not env.shared and env.env_dir.parent == tmp_path / "envs" and env.base == envs.find_pythons()[HERE]
     assert env.env_dir.name == envs.env_key(HERE, req.read_text())
     assert sum(1 for line in lines if line.startswith("$ ") and " venv " in line) == 1
     code = "import six, sys; assert six.__version__ == '1.15.0'; print(sys.prefix)"
@@ -103,14 +103,14 @@ def test_a_venv_is_built_once_and_reused(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "envs").iterdir()] == [env.env_dir.name]  # no temp dir left
     # A later selection finds it in the cache: no pip run.
     again: list[str] = []
-    chosen = envs.select_python(HERE, req, tmp_path / "envs", log=again.append)
+    chosen = envs.select_python(HERE, req, tmp_path / "envs", envs.Unconfined(log=again.append))
     assert chosen == env and again == []
 
 
 @pytest.mark.slow
 def test_pip_failure_is_reported_with_pips_message(tmp_path: Path) -> None:
     with pytest.raises(envs.EnvError) as info:
-        envs.build_env(tmp_path / "envs", HERE, "six==1.16.0\nsix==1.15.0\n")
+        envs.build_env(tmp_path / "envs", HERE, "six==1.16.0\nsix==1.15.0\n", envs.Unconfined())
     message = str(info.value)
     assert message.startswith("pip install -r requirements.txt failed")
     assert "ResolutionImpossible" in message
@@ -122,5 +122,5 @@ def test_a_stopped_build_is_killed_and_leaves_nothing(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
     with pytest.raises(envs.EnvError, match="stopped while building"):
-        envs.build_env(tmp_path / "envs", HERE, "six\n", stop=stop)
+        envs.build_env(tmp_path / "envs", HERE, "six\n", envs.Unconfined(stop=stop))
     assert list((tmp_path / "envs").iterdir()) == []

@@ -1,0 +1,26 @@
+"""Running uploaded models, one idea a module:
+
+- ``service``: ``Runner``, the bookkeeping every route talks to;
+- ``backtests``, ``live``, ``screeners``: the queue, the supervisors, the schedules;
+- ``executor``: the ``Executor`` interface between bookkeeping and where a process starts;
+- ``local``: ``LocalExecutor``, this machine, each process in a bubblewrap sandbox;
+- ``sandbox``: the sandbox's command line (what a run sees);
+- ``launch``: the first step of every process (kernel limits, the run's own user id);
+- ``process``: a started process seen from outside (limits, stopping, leftovers);
+- ``prepare``, ``envs``: unpacking a version, choosing or building its environment;
+- ``folders``, ``logs``: a run's folder and its log.
+"""
+from .backtests import BacktestJob
+from .executor import Executor, Exit, Prepared, RunFailed, RunLimits, RunRequest
+from .folders import LOG_NAME
+from .live import LiveJob
+from .local import LocalExecutor
+from .logs import LogSink, failure_reason, read_tail
+from .process import RUN_TOKEN_VAR
+from .sandbox import HOOK_DIR
+from .service import Runner
+
+__all__ = [
+    "BacktestJob", "Executor", "Exit", "HOOK_DIR", "LOG_NAME", "LiveJob", "LocalExecutor", "LogSink",
+    "Prepared", "RUN_TOKEN_VAR", "RunFailed", "RunLimits", "RunRequest", "Runner", "failure_reason", "read_tail",
+]

@@ -1,0 +1,143 @@
+"""The line between run bookkeeping and where a run's process starts: the ``Executor`` interface.
+
+The bookkeeping (service.py, backtests.py, live.py, screeners.py) owns the
+backtest queue, statuses, restarts and results, and reports them through the
+app's callbacks. An executor owns everything about *where* and *how* a run's
+process runs. A run goes through it as::
+
+    prepared = executor.prepare(request, log, stop)   # unpack, choose/build the environment
+    exit = executor.run(prepared, log, stop, on_start) # one process, start to end (a live model's
+    ...                                                # restarts and each screener tick call it again)
+    executor.release(prepared)                         # the run's files go (secrets first)
+
+``run`` blocks the calling thread until the process ends, enforces the
+request's limits on the way, streams the output into ``log`` and hands back
+what the ``blankly_external`` hook wrote (``Exit.reports``: file name ->
+bytes). ``stop`` (a process.RunStop) ends a prepare or a run early; ``run``
+then answers ``Exit.reason == STOPPED``.
+
+One implementation today, ``LocalExecutor`` (local.py): a bubblewrap sandbox on
+this machine, per run a folder mounted at fixed paths (sandbox.SANDBOX_VIEW).
+The interface is shaped for three things that come later:
+
+- Warm starts. A pool of pre-started sandboxed workers (Blankly, numpy and
+  pandas already imported), each handed one run's folder when assigned and
+  exiting after it. ``LocalExecutor.run`` is the one place a run's process
+  starts, and a start is fully described by a ``sandbox.SandboxSpec``: the run
+  folder's mounts at fixed paths, the environment variables, the interpreter,
+  the main script. A pre-started sandbox holds all of it but the folder's
+  contents and the variables, which a worker can be given when assigned.
+- Other machines (a Ray executor). Nothing in a ``RunRequest`` assumes the
+  server's disk is where the run happens: it carries the version's zip (a path
+  the server reads, so its bytes can be shipped), the Python version (the
+  requirements are inside the zip), the platform's variables, the limits and
+  the network flag. Results never come back through a shared filesystem: the
+  output is streamed into the server's ``LogSink`` and the report files come
+  back in ``Exit.reports``; statuses flow through the same bookkeeping callbacks.
+- Secrets. ``RunRequest.secret_files`` (e.g. ``{"keys.json": b"..."}``) are
+  written, mode 0600 and owned by the run, into the run's working directory
+  just before each process starts, and removed when it ends and again when
+  the run is released. Only that run's sandbox can see them; their contents
+  are never logged, and their names only by count.
+
+Sweeps submit many backtests of one version: a request is a small frozen value
+and ``prepare`` of an already built environment is an unzip, so one request per
+backtest stays cheap.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .logs import LogSink
+from .process import STOPPED, RunStop
+
+__all__ = ["RunLimits", "RunRequest", "Prepared", "Exit", "Executor", "RunFailed", "STOPPED"]
+
+
+class RunFailed(Exception):
+    """A run could not start or was stopped; the message is the user-facing reason."""
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """A plan's limits, enforced per run (every process of it, and its environment's build)."""
+
+    cpu: int = 1000  # millicores (a priority hint: runs are niced, CPU is bounded by the worker count)
+    ram: int = 2048  # MB of resident memory across the run's processes
+    timeout: float = 900.0  # seconds of wall clock per process where the request has a deadline
+    disk: int = 1024  # MB the run may write (its folder), also the largest single file
+    processes: int = 64  # processes the run may have at once
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything an executor needs to run one run, wherever it runs."""
+
+    run_id: str  # unique among running runs: "backtest-<id>", "live-<model id>"
+    kind: str  # "backtest", "live" or "screener"
+    folder: Path  # the server's folder for this run: its log lives there (folders.RunFolder)
+    zip_path: Path  # the version's zip (read by the server; its bytes can travel)
+    version_id: str
+    python_version: str  # "X.Y", or "" for the server's own
+    env: dict[str, str]  # the platform's variables: PROJECT_ID, MODEL_ID, VERSION_ID, UID, TYPE, BACKTESTING...
+    limits: RunLimits = field(default_factory=RunLimits)
+    deadline: bool = False  # limits.timeout applies to each process (a backtest, a screener tick)
+    network: bool = True  # False: loopback only
+    secret_files: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> contents, never logged
+
+
+@dataclass
+class Prepared:
+    """A run ready to start: what the bookkeeping may read of it. Executors subclass it."""
+
+    request: RunRequest
+    manifest: dict[str, Any]  # the version's blankly.json
+    python_version: str  # the X.Y the run got
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How one process of a run ended."""
+
+    code: Optional[int]  # exit code (negative: killed by that signal); None if it never started
+    reason: Optional[str]  # STOPPED (the stop event), a limit's "stopped: exceeded ..." text, or None
+    reports: dict[str, bytes] = field(default_factory=dict, repr=False)  # the hook's report files
+    started: float = 0.0
+    ended: float = 0.0
+
+
+# on_start(pid, started): the process is up (pid as this server can see it, or None elsewhere)
+OnStart = Callable[[Optional[int], float], None]
+
+
+class Executor(ABC):
+    """Where runs' processes start. Thread-safe: every run calls it from its own thread."""
+
+    isolation: str = "none"  # "bubblewrap" when runs are confined
+
+    def start(self) -> list[dict[str, Any]]:
+        """Get ready; kill what a previous server left running and return its records
+        (``{"kind": "backtest"|"live", "id": ...}``) so the bookkeeping can close them."""
+        return []
+
+    @abstractmethod
+    def python_versions(self) -> list[str]:
+        """The X.Y versions runs can use."""
+
+    @abstractmethod
+    def prepare(self, request: RunRequest, log: LogSink, stop: RunStop) -> Prepared:
+        """Unpack the version and choose (maybe build) its environment; RunFailed with the reason."""
+
+    @abstractmethod
+    def run(self, prepared: Prepared, log: LogSink, stop: RunStop, on_start: OnStart) -> Exit:
+        """Start one process of the run and wait for its end, enforcing the limits."""
+
+    @abstractmethod
+    def release(self, prepared: Prepared, *, keep_report: bool = True) -> None:
+        """The run is over: remove its files (its report folder too unless kept)."""
+
+    def close(self) -> None:
+        """The server is stopping (runs were stopped first)."""

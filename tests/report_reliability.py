@@ -7,7 +7,7 @@ The tests write the figures (tests/reliability.py) only after their assertions h
 this section says what the last run of the reliability tests showed: run them first:
 
     python -m pytest tests/test_hostile_server.py tests/test_hostile_auth.py \\
-        tests/test_hostile_client.py tests/test_faults.py tests/test_load.py tests/test_secrets_scan.py
+        tests/test_hostile_client.py tests/server/test_faults.py tests/test_load.py tests/test_secrets_scan.py
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ TITLES = {
 }
 SKIP = {"what", "recordedAt", "by_defect"}  # shown elsewhere or too long for a table cell
 TESTS = ("tests/test_hostile_server.py tests/test_hostile_auth.py tests/test_hostile_client.py "
-         "tests/test_faults.py tests/test_load.py tests/test_secrets_scan.py")
+         "tests/server/test_faults.py tests/test_load.py tests/test_secrets_scan.py")
 
 
 def _value(value: Any) -> str:

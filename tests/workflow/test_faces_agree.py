@@ -21,7 +21,7 @@ from blankly_magics.config import BlanklyConfig
 from ..fixtures_notebooks import PRICES_CSV, RSI_ENTRY, rsi_cells, write_notebook
 from ..fixtures_panel import notes, results_html
 from ..fixtures_server import ServerHandle
-from ..test_faults import _interrupt_main_when, fault_proxy  # noqa: F401 (fixture)
+from tests.server.test_faults import _interrupt_main_when, fault_proxy  # noqa: F401 (fixture)
 
 TRIVIAL = ["#| blankly\nimport time\nprint('model ran', flush=True)\n"]
 STOPPED = "Interrupted after the upload was sent"

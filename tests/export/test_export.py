@@ -465,10 +465,10 @@ class PublicOnlyTable:
 def test_the_name_check_without_cpythons_private_table_gives_the_same_answer(source):
     import symtable
 
-    from blankly_magics.export import _scope_names
+    from blankly_magics.export.names import scope_names
 
     def undefined(table) -> tuple[set, list]:
-        bound, loaded = _scope_names(table)
+        bound, loaded = scope_names(table)
         return bound, [name for name in loaded if name not in bound]
 
     assert undefined(PublicOnlyTable(symtable.symtable(source, "<s>", "exec"))) == \

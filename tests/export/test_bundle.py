@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from blankly_magics import bundle as bundle_module
-from blankly_magics.bundle import BuildError, build_bundle
-from blankly_magics.export import cells_from_sources
+from blankly_magics.export import BuildError, build_bundle, cells_from_sources
+from blankly_magics.export import collect
 from blankly_magics.server.zipcheck import inspect_model_zip
 from tests.fixtures_notebooks import PRICES_CSV, RSI_ENTRY, rsi_cells, write_notebook
 
@@ -206,7 +205,7 @@ def test_data_files_named_in_the_code_are_included(tmp_path, monkeypatch):
         "#| blankly\nimport pandas as pd\nprices = pd.read_csv('./GOOG-USD-1d.csv')",
         f"#| blankly\nother = pd.read_csv('big.csv')\nabsolute = '{tmp_path / 'abs.csv'}'",
     ]
-    monkeypatch.setattr(bundle_module, "AUTO_INCLUDE_LIMIT", 40_000)
+    monkeypatch.setattr(collect, "AUTO_INCLUDE_LIMIT", 40_000)
     b = build_bundle(simple_notebook(proj, cells))
     assert "GOOG-USD-1d.csv" in [f.path for f in b.files]
     assert "big.csv" not in [f.path for f in b.files]
@@ -340,7 +339,7 @@ def test_build_error_lists_each_problem_naming_its_cell(tmp_path):
     assert any(p.startswith("python version '3'") for p in problems)
     assert any("`THRESHOLD`" in p and "cell 0 (id " in p and p.startswith("cell 1 (id ") for p in problems)
     assert any("`not_installed_anywhere_x`" in p and ", line 2:" in p for p in problems)
-    assert str(err.value).startswith("the model cannot be built:\n  - ")
+    assert str(err.value).startswith("the model cannot be built: python version '3'")
 
 
 def test_cells_from_a_kernel_build_with_base_dir_and_explicit_selection(tmp_path):

@@ -42,6 +42,11 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
         help="python_version for blankly.json (default: this interpreter's, e.g. 3.11)",
     )
     p.add_argument(
+        "--allow-undefined", action="append", default=[], metavar="NAME",
+        help="a name made at run time (by a library, or setattr on the module) that the undefined-name check "
+        "lets pass; repeatable (in the notebook: a line `#| blankly: allow-undefined NAME`)",
+    )
+    p.add_argument(
         "--allow-keys", action="store_true",
         help="ship keys.json even when it holds real exchange keys (left out by default)",
     )
@@ -105,6 +110,7 @@ def _run_build(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             backtest_args=backtest_args,
             select=select,
+            allow_undefined=args.allow_undefined,
         )
         print(bundle.summary())
         written = bundle.write_zip(output)

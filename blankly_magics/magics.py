@@ -389,6 +389,9 @@ class BlanklyMagics(Magics, Configurable):
     @argument("--initial", metavar="ASSET=AMOUNT", action="append", help="initial holdings, e.g. USD=10000 (repeatable)")
     @argument("--include", metavar="PATH", action="append", default=[], help="extra file or folder to ship (repeatable)")
     @argument("--requirements", metavar="FILE", help="requirements.txt to ship (default: inferred from the imports)")
+    @argument("--allow-undefined", metavar="NAME", action="append", default=[],
+              help="a name made at run time (by a library, or setattr) that the undefined-name check lets pass "
+              "(repeatable; in a cell: `#| blankly: allow-undefined NAME`)")
     @argument("--notebook", metavar="PATH", help="notebook file to take the cells from (default: found automatically)")
     @argument("--dry-run", action="store_true", help="build and show the model, upload nothing")
     @argument("--save", metavar="PATH", help="also write the model zip to PATH")
@@ -447,6 +450,7 @@ class BlanklyMagics(Magics, Configurable):
                 base_dir=found.path.parent if found.path else Path.cwd(),
                 include=list(self.include) + list(args.include or []),
                 requirements=args.requirements,
+                allow_undefined=args.allow_undefined,
                 python_version=python,
                 backtest_args=backtest_args,
                 model_id=model_id,

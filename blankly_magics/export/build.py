@@ -24,7 +24,7 @@ from .cells import Cell, cells_from_sources, read_notebook
 from .collect import ModelFiles, add_data_files, add_local_modules, module_names, read_json_file
 from .errors import BuildError
 from .requirements import resolve_requirements
-from .result import ExportedScript
+from .result import ExportedScript, ImportRef
 from .script import export_script
 
 _MAIN_SCRIPTS = ("bot.py", "blankly_main.py", "blankly_main_2.py", "blankly_main_3.py")
@@ -66,10 +66,12 @@ def build_bundle(
     model_id: Optional[str] = None,
     project_id: Optional[str] = None,
     select: Optional[Sequence[int]] = None,
+    allow_undefined: Sequence[str] = (),
 ) -> Bundle:
     """Notebook (path) or cells -> a checked Blankly model, ready to zip.
 
-    ``select`` holds cell positions (``Cell.index``). Raises ``ExportError`` for an
+    ``select`` holds cell positions (``Cell.index``); ``allow_undefined`` names
+    made at run time that the undefined-name check lets pass. Raises ``ExportError`` for an
     unreadable notebook and ``BuildError`` (with ``.problems``, each naming its
     cell) for anything that would not run.
     """
@@ -79,7 +81,8 @@ def build_bundle(
         raise BuildError([f"base_dir {base} is not a folder"])
     python = str(python_version or mf.running_python())
     problems = _option_problems(python, model_type, backtest_args)
-    script = export_script(cells, entry=entry, notebook_name=notebook_name, select=select)
+    script = export_script(cells, entry=entry, notebook_name=notebook_name, select=select,
+                           allow_undefined=list(allow_undefined or ()))
     b = _Build(base, python, script, ModelFiles(base, [], allow_keys), problems=problems + script.problems,
                notes=list(script.notes), warnings=list(script.warnings))
     _read_user_manifest(b)
@@ -170,7 +173,7 @@ def _read_user_manifest(b: _Build) -> None:
     b.files = ModelFiles(b.base, ignore, b.files.allow_keys)
 
 
-def _collect_files(b: _Build, include: Sequence[Union[str, Path]]) -> list[tuple[str, bool, str]]:
+def _collect_files(b: _Build, include: Sequence[Union[str, Path]]) -> list[ImportRef]:
     """The user's files, the settings files beside the notebook, data files and local
     modules the code names; returns every import to resolve."""
     files = b.files

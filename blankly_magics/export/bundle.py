@@ -19,6 +19,7 @@ from ..formats import size_text
 from ..modelzip import DIR_MODE, FILE_MODE, ROOT, ZIP_TIME
 from .cells import CellRef, label
 from .errors import BuildError, ExportError
+from .selection import EVERY_CELL
 
 _CHUNK = 1 << 20
 ZIP_FILE_MODE = 0o644  # the zip the user asked for is theirs to share, as any file they make
@@ -113,8 +114,11 @@ class Bundle:
     # -- for people
 
     def summary(self) -> str:
-        lines = [f"Model from {self.notebook_name or 'notebook cells'}: {len(self.cells)} cell(s) taken ({self.selection})"]
-        lines.extend(f"  {label(c.index, c.id)}: {c.reason}" for c in self.cells)
+        head = f"Model from {self.notebook_name or 'notebook cells'}: {len(self.cells)} cell(s) taken ({self.selection})"
+        lines = [head + (f"; {EVERY_CELL}" if self.selection == "all" else "")]
+        lines.extend(
+            f"  {label(c.index, c.id)}" + ("" if c.reason == EVERY_CELL else f": {c.reason}") for c in self.cells
+        )
         lines.append(
             f"  entry point: {self.entry_from}"
             if self.entry_from

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import symtable
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from .cells import Cell
@@ -16,14 +17,20 @@ from .selection import Plan
 _TOP_AWAIT = re.compile(r"^(?:[A-Za-z_][\w.,\[\] \t]*=[ \t]*)?await\b|^async[ \t]+(?:for|with)\b", re.M)
 
 
-def check_script(
-    result: ExportedScript,
-    segments: list[Segment],
-    cells: Sequence[Cell],
-    plan: Plan,
-    parts: list[tuple[Stripped, Optional[Cell]]],
-) -> None:
+@dataclass
+class ScriptSource:
+    """Where the script came from, for naming each problem's cell and explaining it."""
+
+    segments: list[Segment]
+    cells: Sequence[Cell]
+    plan: Plan
+    parts: list[tuple[Stripped, Optional[Cell]]]  # the cells taken (and the entry point, with no cell)
+    allowed: dict[str, str] = field(default_factory=dict)  # names made at run time -> where the user said so
+
+
+def check_script(result: ExportedScript, source: ScriptSource) -> None:
     """Add each problem to ``result``, naming its cell and line; nothing is raised."""
+    segments = source.segments
     try:
         table = symtable.symtable(result.text, "<script>", "exec")
     except SyntaxError as exc:
@@ -35,7 +42,7 @@ def check_script(
         result.problems.append(f"the script cannot be compiled: {exc}")
         return
     _check_await(result, segments)
-    check_names(result, table, segments, cells, plan, parts)
+    check_names(result, table, source)
     for seg in segments:
         scan_segment(result, seg)
 

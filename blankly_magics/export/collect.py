@@ -18,6 +18,7 @@ from ..formats import size_text
 from ..modelzip import MANIFEST
 from .distributions import is_stdlib
 from .manifest import keys_json_has_secrets, strip_secret_keys
+from .result import ImportRef
 from .scan import find_imports
 
 AUTO_INCLUDE_LIMIT = 50 * 1024 * 1024  # data files found in the code, at most this much in all
@@ -27,6 +28,11 @@ JUNK_DIRS = {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "price_
 JUNK_FILES = {".DS_Store", "Thumbs.db"}
 JUNK_SUFFIXES = (".pyc", ".pyo")
 GENERATED = ("blankly.json", "requirements.txt", "settings.json", "backtest.json")
+# Suffixes of files a model reads: a string naming one that is missing is worth a warning.
+# (Other dotted strings, such as logger names or "a.b" keys, are not.)
+DATA_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq", ".feather", ".arrow", ".h5", ".hdf5",
+                 ".hdf", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".xlsx", ".xls", ".txt", ".dat",
+                 ".db", ".sqlite", ".sqlite3", ".zip", ".gz", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".xml"}
 
 
 class ModelFiles:
@@ -201,6 +207,12 @@ def read_json_file(path: Path, label: str, problems: list[str]) -> Any:
     return None
 
 
+def names_data_file(value: str) -> bool:
+    """Does a string literal name a data file (a known suffix), not a generated file?"""
+    name = value.rsplit("/", 1)[-1]
+    return name not in GENERATED and os.path.splitext(name)[1].lower() in DATA_SUFFIXES
+
+
 def add_data_files(paths: Sequence[tuple[str, str]], files: ModelFiles, base: Path, notes: list[str], warnings: list[str]) -> None:
     """Include data files the code names in string literals (``"./GOOG-USD-1d.csv"``)."""
     budget = AUTO_INCLUDE_LIMIT
@@ -218,6 +230,11 @@ def add_data_files(paths: Sequence[tuple[str, str]], files: ModelFiles, base: Pa
                 )
             continue
         full = base / path
+        if not full.exists() and names_data_file(value):
+            warnings.append(
+                f"{where}: `{value}` is not in the model folder {base}, so the zip will not have it "
+                "(fine if the model writes it when it runs)"
+            )
         if not full.is_file():
             continue
         rel = files.relative(full)
@@ -239,15 +256,18 @@ def add_data_files(paths: Sequence[tuple[str, str]], files: ModelFiles, base: Pa
             budget -= size
 
 
-def add_local_modules(imports: Sequence, files: ModelFiles, notes: list[str], warnings: list[str]) -> list[tuple[str, bool, str]]:
-    """Include local modules the script imports (and theirs); return every import to resolve."""
-    result: list[tuple[str, bool, str]] = []
-    queue = [(i.module, i.optional, i.where) for i in imports]
+def add_local_modules(imports: Sequence[ImportRef], files: ModelFiles, notes: list[str], warnings: list[str]) -> list[ImportRef]:
+    """Include local modules the script imports (and theirs); return every import to resolve.
+
+    An import inside a function of a local module is marked ``deferred``: the module
+    may never call it (a download helper), so it is not required to be installed."""
+    result: list[ImportRef] = []
+    queue = list(imports)
     done: set[str] = set()
     while queue:
-        module, optional, where = queue.pop(0)
-        result.append((module, optional, where))
-        top = module.split(".", 1)[0]
+        ref = queue.pop(0)
+        result.append(ref)
+        top = ref.top
         if top in done or is_stdlib(top):
             continue
         done.add(top)
@@ -255,7 +275,7 @@ def add_local_modules(imports: Sequence, files: ModelFiles, notes: list[str], wa
         if files.local_module(top) is None:
             continue
         if not had:
-            notes.append(f"included the local module {top} ({where} imports it)")
+            notes.append(f"included the local module {top} ({ref.where} imports it)")
         for rel, path in sorted(files.files.items()):
             if rel == top + ".py" or (rel.startswith(top + "/") and rel.endswith(".py")):
                 try:
@@ -263,7 +283,10 @@ def add_local_modules(imports: Sequence, files: ModelFiles, notes: list[str], wa
                 except (OSError, UnicodeDecodeError) as exc:
                     warnings.append(f"{rel} cannot be read for its imports: {exc}")
                     continue
-                queue.extend((mod, opt, f"{rel}, line {line}") for mod, opt, line in find_imports(text))
+                queue.extend(
+                    ImportRef(f.module, f.optional, f"{rel}, line {f.line}", deferred=f.in_function)
+                    for f in find_imports(text)
+                )
     return result
 
 

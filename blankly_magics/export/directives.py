@@ -4,8 +4,10 @@ A small processor in nbdev's manner: the cell's leading ``#|`` lines are read,
 each ``blankly`` directive is dispatched by its first word to one method, and
 the methods fill in what the cell asks for::
 
-    #| blankly                  export this cell
-    #| blankly: skip            leave it out (also: no, exclude)
+    #| blankly                           export this cell
+    #| blankly: skip                     leave it out (also: no, exclude)
+    #| blankly: allow-undefined sm m     these names are made at run time (by a
+                                         library or setattr): do not refuse them
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class CellDirectives:
 
     mark: str = ""  # "export" | "skip" | "" (no opinion)
     why: str = ""  # the directive or tag that decided ``mark``
+    allow_undefined: list[str] = field(default_factory=list)  # names made at run time
     problems: list[str] = field(default_factory=list)  # each names the bad line
 
 
@@ -85,6 +88,17 @@ class DirectiveProcessor:
             self.found.mark, self.found.why = "skip", "`#| blankly: skip`"
 
     do_no = do_exclude = do_skip
+
+    def do_allow_undefined(self, line: str, args: list[str]) -> None:
+        names = [n for arg in args for n in arg.split(",") if n]
+        bad = [n for n in names if not n.isidentifier()]
+        if not names or bad:
+            self.found.problems.append(
+                f"`{line}`: " + (f"{', '.join(bad)} is not a Python name" if bad else "no name given")
+                + "; write `#| blankly: allow-undefined NAME [NAME...]`"
+            )
+            return
+        self.found.allow_undefined.extend(n for n in names if n not in self.found.allow_undefined)
 
 
 def read_directives(source: str, tags: tuple[str, ...] = ()) -> CellDirectives:

@@ -49,6 +49,7 @@ class Stripped:
     removed: list[tuple[int, str]] = field(default_factory=list)  # (line, original text)
     pips: list[tuple[int, str]] = field(default_factory=list)  # (line, pip command)
     removed_bindings: dict[str, tuple[int, str]] = field(default_factory=dict)
+    magics: list[tuple[int, str, str]] = field(default_factory=list)  # (line, magic name, line text)
     has_code: bool = True
 
 
@@ -100,6 +101,7 @@ def strip_ipython(source: str) -> Stripped:
             out.has_code = False
             return out
         out.removed.append((first + 1, lines[first].strip()))
+        out.magics.append((first + 1, out.magic, lines[first].strip()))
         lines[first] = _comment(lines[first], "removed, cell magic")
     kinds = line_kinds(lines, is_escape)
     for i, line in enumerate(lines):
@@ -134,6 +136,8 @@ def _strip_line(out: Stripped, lines: list[str], i: int) -> None:
                 lines[i] = f"{indent}{body}{tail}"
                 out.removed.pop()
                 return
+            if m:
+                out.magics.append((i + 1, m.group(1), s))
             note = "removed, IPython magic"
         else:
             note = "removed, shell command"
@@ -175,3 +179,34 @@ def remove_top_ipython(st: Stripped, display_bound: bool) -> list[str]:
         st.lines = lines
         st.text = "\n".join(lines)
     return gone
+
+
+# What a magic does to the notebook's names, and what a script writes instead. A
+# magic that may make any name (a star import, a file run in the namespace) is
+# named only when nothing else explains an undefined name.
+_MAGIC_ADVICE = {
+    "capture": "it keeps the cell's output in `{name}`; print or save what the model needs instead",
+    "store": "it reads `{name}` from IPython's store; save the value to a file in the model folder "
+             "(e.g. `df.to_csv(...)`) and read it in the code",
+    "pylab": "it star-imports numpy and matplotlib.pylab; import what you use instead, "
+             "e.g. `from matplotlib.pyplot import figure` or `import numpy as np`",
+    "run": "it runs a file in the notebook's namespace; import what you use from that file instead",
+}
+ANY_NAME = "*"
+
+
+def magic_makes(magic: str, text: str) -> set[str]:
+    """The names a magic line makes in the notebook (``ANY_NAME``: it may make any)."""
+    words = text.split()[1:]
+    names = [w for w in words if not w.startswith("-")]
+    if magic == "capture":  # %%capture [--no-stdout ...] [name]
+        return set(names[:1])
+    if magic == "store" and "-r" in words:  # %store -r [name ...]
+        return set(names) or {ANY_NAME}
+    if magic in ("pylab", "run"):
+        return {ANY_NAME}
+    return set()
+
+
+def magic_advice(magic: str, name: str) -> str:
+    return _MAGIC_ADVICE[magic].format(name=name)

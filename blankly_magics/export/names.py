@@ -5,12 +5,16 @@ from __future__ import annotations
 import builtins
 import re
 import symtable
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from .cells import Cell, CellChoice, cell_label, label
-from .ipython import DEPLOY_MAGIC, IPYTHON_NAMES, Stripped
-from .result import ExportedScript, Segment, where
+from .ipython import ANY_NAME, DEPLOY_MAGIC, IPYTHON_NAMES, magic_advice, magic_makes
+from .result import ExportedScript, where
 from .selection import Plan
+
+if TYPE_CHECKING:
+    from .checks import ScriptSource
 
 _BUILTINS = frozenset(dir(builtins))
 MODULE_DUNDERS = frozenset(
@@ -73,29 +77,52 @@ def _bound_in(text: str) -> set[str]:
         return set()
 
 
-def _first_use(segments: Sequence[Segment], name: str) -> Optional[int]:
-    """The first script line that seems to use ``name`` (for the message only)."""
-    pat = re.compile(r"(?<![\w.])" + re.escape(name) + r"\b")
-    for seg in segments:
-        if name not in seg.text:
-            continue
-        for n, line in enumerate(seg.text.split("\n")):
-            if not line.lstrip().startswith("#") and pat.search(line):
-                return seg.start + n
-    return None
+def _first_uses(text: str, names: Sequence[str]) -> dict[str, int]:
+    """The script line where each name is first read (for the message only).
+
+    Undefined names are bound in no scope at all, so every read of one is a use."""
+    import ast
+
+    wanted = set(names)
+    first: dict[str, int] = {}
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return first
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in wanted and isinstance(node.ctx, ast.Load):
+            if node.lineno < first.get(node.id, node.lineno + 1):
+                first[node.id] = node.lineno
+    return first
 
 
-def check_names(
-    result: ExportedScript,
-    table: symtable.SymbolTable,
-    segments: list[Segment],
-    cells: Sequence[Cell],
-    plan: Plan,
-    parts: list[tuple[Stripped, Optional[Cell]]],
-) -> None:
-    """A problem for each name the script reads that nothing in it defines."""
+@dataclass
+class _Context:
+    """What an undefined name can be explained by."""
+
+    cells: Sequence[Cell]
+    plan: Plan
+    removed: dict[str, str]  # name -> the IPython line that was its only definition
+    defs: Optional[dict[str, list[CellChoice]]] = None  # names defined in cells not taken
+
+    def definitions(self) -> dict[str, list[CellChoice]]:
+        if self.defs is None:
+            self.defs = _definitions(self.cells, self.plan)
+        return self.defs
+
+
+def check_names(result: ExportedScript, table: symtable.SymbolTable, source: ScriptSource) -> None:
+    """A problem for each name the script reads that nothing in it defines; the names the
+    user allowed (made at run time) are only noted."""
     bound, loaded = scope_names(table)
     undefined = [n for n in loaded if n not in bound and n not in _BUILTINS and n not in MODULE_DUNDERS]
+    allowed, segments = source.allowed, source.segments
+    let = [n for n in allowed if n in undefined]
+    if let:
+        result.notes.append(
+            "taken as made at run time: " + ", ".join(f"`{n}` ({allowed[n]})" for n in let)
+        )
+    undefined = [n for n in undefined if n not in allowed]
     if not undefined:
         return
     star = _STAR_IMPORT.search(result.text)
@@ -106,44 +133,65 @@ def check_names(
         )
         return
     removed: dict[str, str] = {}
-    for st, c in parts:
+    for st, c in source.parts:
         for name, (line, code) in st.removed_bindings.items():
             removed.setdefault(name, f"{cell_label(c) if c else 'the entry point'}, line {line}: `{code}`")
-    defs: Optional[dict[str, list[CellChoice]]] = None
-    for name in undefined:
-        use = _first_use(segments, name)
-        at = where(segments, use) if use else "the script"
-        if name not in removed and name not in IPYTHON_NAMES and defs is None:
-            defs = _definitions(cells, plan)
-        result.problems.append(f"{at}: {_explain(name, removed, defs or {}, cells, plan)}")
+    context = _Context(source.cells, source.plan, removed)
+    uses = _first_uses(result.text, undefined)
+    for name in sorted(undefined, key=lambda n: uses.get(n, 1 << 30)):
+        at = where(segments, uses[name]) if name in uses else "the script"
+        result.problems.append(f"{at}: {_explain(name, context)}")
 
 
-def _explain(
-    name: str, removed: dict[str, str], defs: dict[str, list[CellChoice]], cells: Sequence[Cell], plan: Plan
-) -> str:
-    if name in removed:
+def _explain(name: str, ctx: _Context) -> str:
+    if name in ctx.removed:
         return (
-            f"`{name}` is used, but its only definition ({removed[name]}) is IPython syntax "
+            f"`{name}` is used, but its only definition ({ctx.removed[name]}) is IPython syntax "
             "that a script cannot run; compute it in plain Python instead"
         )
     if name in IPYTHON_NAMES:
         return f"`{name}` exists only inside IPython/Jupyter; remove it from the exported code" + (
             " (or `from IPython.display import display`)" if name == "display" else ""
         )
-    found = defs.get(name)
+    made = _made_by_magic(name, ctx, exact=True)
+    if made:
+        return made
+    found = ctx.definitions().get(name)
     if found:
         who = ", ".join(f"{label(ch.index, ch.id)} ({ch.reason})" for ch in found[:3])
         fix = (
             "choose that cell too"
-            if plan.selection == "explicit"
+            if ctx.plan.selection == "explicit"
             else "tag it `blankly` or make `#| blankly` its first line (and remove any skip mark)"
         )
         return f"`{name}` is not defined in the exported code; it is defined in {who}, which is not exported: {fix}"
-    empty = not any(c.cell_type == "code" and c.source.strip() for c in cells)
-    return f"`{name}` is used but never defined or imported anywhere in the notebook" + (
+    made = _made_by_magic(name, ctx, exact=False)
+    if made:
+        return made
+    if not any(c.cell_type == "code" and c.source.strip() for c in ctx.cells):
         # the usual cause: cells typed but the notebook never saved
-        " (it has no code cells: add your strategy's cells and save it)" if empty else ""
+        return f"`{name}` is used but never defined or imported anywhere in the notebook (it has no code cells: " \
+            "add your strategy's cells and save it)"
+    return (
+        f"`{name}` is used but never defined or imported anywhere in the notebook; if it is made at run time "
+        f"(by a library, or setattr on the module), write `#| blankly: allow-undefined {name}` in a cell "
+        f"or pass --allow-undefined {name}"
     )
+
+
+def _made_by_magic(name: str, ctx: _Context, *, exact: bool) -> Optional[str]:
+    """The message for a name a magic makes in the notebook (``exact``: by its own name)."""
+    for pos, st in sorted(ctx.plan.stripped.items()):
+        for line, magic, text in st.magics:
+            made = magic_makes(magic, text)
+            if (name in made) if exact else (ANY_NAME in made):
+                cell = f"{cell_label(ctx.cells[pos])}, line {line}"
+                verb = "makes it" if exact else "may have made it"
+                return (
+                    f"`{name}` is used but not defined in the exported code; `{text}` ({cell}) {verb} in the "
+                    f"notebook, but magics do not run in a script: {magic_advice(magic, name)}"
+                )
+    return None
 
 
 def _definitions(cells: Sequence[Cell], plan: Plan) -> dict[str, list[CellChoice]]:

@@ -49,8 +49,8 @@ def pip_requirements(command: str) -> tuple[list[str], list[str]]:
             if flag in _TAKES_VALUE and "=" not in tok:
                 skip_next = True
             continue
-        if "{" in tok or "$" in tok:
-            skipped.append(tok)
+        if "{" in tok or "$" in tok or tok.startswith((".", "/", "~")) or tok.endswith((".whl", ".tar.gz")):
+            skipped.append(tok)  # a variable, or a local path: neither travels in requirements.txt
             continue
         reqs.append(_conda_requirement(tok) if conda else tok)
     return reqs, skipped

@@ -13,6 +13,11 @@ class ImportRef:
     module: str  # dotted name as written ("yaml", "sklearn.linear_model")
     optional: bool  # inside try/except ImportError or `if TYPE_CHECKING:`
     where: str  # "cell 3 (id ab12), line 2"
+    deferred: bool = False  # inside a function of a local module: only needed if the model calls it
+
+    @property
+    def top(self) -> str:
+        return self.module.split(".", 1)[0]
 
 
 @dataclass

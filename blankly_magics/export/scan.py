@@ -7,7 +7,7 @@ statement starts count (a docstring line that says "import x" is not an import).
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .ipython import is_escape
 from .lines import START, line_kinds
@@ -15,6 +15,7 @@ from .result import ExportedScript, ImportRef, Segment
 
 _IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import\b|import[ \t]+([^\n#;]+))", re.M)
 _MODULE = re.compile(r"^[A-Za-z_][\w.]*$")
+_DEF = re.compile(r"^(?:async[ \t]+)?def\b")
 _OPTIONAL_HEAD = re.compile(r"^(?:try[ \t]*:|if[ \t]+(?:typing\.)?TYPE_CHECKING[ \t]*:)")
 _OPTIONAL_HANDLER = re.compile(r"^except\b[^:]*?(?::|\b(?:ImportError|ModuleNotFoundError|Exception|BaseException)\b)")
 
@@ -31,8 +32,15 @@ _SECRET_TAIL = re.compile(r"(?i)(s?(?:_\w*)?)\b[\"']?[ \t]*(?::|=(?!=))[ \t]*[rR
 _PLACEHOLDERS = ("your", "<", "{", "$", "xxxx", "****", "example", "placeholder", "changeme")
 
 
-def find_imports(text: str) -> list[tuple[str, bool, int]]:
-    """(dotted module, optional, 1-based line) for each absolute import statement in ``text``."""
+class FoundImport(NamedTuple):
+    module: str  # dotted, as written
+    optional: bool  # inside try/except ImportError or `if TYPE_CHECKING:`
+    line: int  # 1-based
+    in_function: bool  # inside a def: runs only when the function is called
+
+
+def find_imports(text: str) -> list[FoundImport]:
+    """Each absolute import statement in ``text``."""
     if "import" not in text:
         return []
     lines: list[str] = []
@@ -52,7 +60,8 @@ def find_imports(text: str) -> list[tuple[str, bool, int]]:
             names = m.group(2).rstrip().rstrip("\\")
             modules = [part.strip().split()[0] for part in names.strip("() ").split(",") if part.strip()]
         optional = _is_optional(lines, line_no)
-        found.extend((mod, optional, line_no + 1) for mod in modules if _MODULE.match(mod))
+        in_function = _in_function(lines, line_no)
+        found.extend(FoundImport(mod, optional, line_no + 1, in_function) for mod in modules if _MODULE.match(mod))
     return found
 
 
@@ -74,6 +83,21 @@ def _is_optional(lines: list[str], i: int) -> bool:
         if not _OPTIONAL_HEAD.match(s):
             return False
         return s.startswith("if") or _has_import_handler(lines, i, _indent(lines[j]))
+    return False
+
+
+def _in_function(lines: list[str], i: int) -> bool:
+    """Is line ``i`` in the body of a ``def`` (at any depth)?"""
+    indent = _indent(lines[i])
+    for j in range(i - 1, -1, -1):
+        if not indent:
+            return False
+        s = lines[j].strip()
+        if not s or s.startswith("#") or _indent(lines[j]) >= indent:
+            continue
+        if _DEF.match(s):
+            return True
+        indent = _indent(lines[j])
     return False
 
 
@@ -112,8 +136,8 @@ def _code_line_of(text: str, pos: int) -> Optional[int]:
 def scan_segment(result: ExportedScript, seg: Segment) -> None:
     """Add the segment's imports, path-like literals and secret-looking literals to ``result``."""
     text = seg.text
-    for mod, optional, line in find_imports(text):
-        result.imports.append(ImportRef(mod, optional, seg.where(seg.start + line - 1)))
+    for found in find_imports(text):
+        result.imports.append(ImportRef(found.module, found.optional, seg.where(seg.start + found.line - 1)))
     if "'" not in text and '"' not in text:
         return
     for m in _STRING.finditer(text):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from .cells import Cell, CellRef, cell_label
-from .checks import check_script
+from .checks import ScriptSource, check_script
 from .ipython import (
     DEPLOY_MAGIC,
     DISPLAY_BOUND,
@@ -30,7 +30,7 @@ from .ipython import (
 from .lines import START, STRING, line_kinds, split_lines
 from .pip import pip_requirements
 from .result import ExportedScript, Segment
-from .selection import Plan, plan_cells
+from .selection import Plan, nothing_taken, plan_cells
 
 GENERATOR = "blankly_magics"
 
@@ -66,12 +66,15 @@ def export_script(
     entry: Optional[str] = None,
     notebook_name: Optional[str] = None,
     select: Optional[Sequence[int]] = None,
+    allow_undefined: Sequence[str] = (),
 ) -> ExportedScript:
     """Choose cells, strip IPython syntax, join them into a script and check it.
 
-    ``select`` holds cell positions (``Cell.index``). Problems (syntax errors,
-    undefined names, bad directives) are collected in ``.problems``, each naming
-    its cell; nothing is raised for them.
+    ``select`` holds cell positions (``Cell.index``); ``allow_undefined`` names
+    made at run time, which the name check lets pass (as the directive
+    ``#| blankly: allow-undefined`` does). Problems (syntax errors, undefined
+    names, bad directives) are collected in ``.problems``, each naming its cell;
+    nothing is raised for them.
     """
     if entry is not None and not entry.strip():
         entry = None
@@ -99,13 +102,17 @@ def export_script(
         warnings=draft.warnings,
         problems=draft.problems,
     )
-    if not plan.taken and draft.entry is None:
-        result.problems.append(
-            "no cell to export: mark the strategy cells with the tag `blankly` or a first line `#| blankly`"
-        )
+    if not plan.taken and (draft.entry is None or (plan.dropped and plan.selection != "all")):
+        result.problems.append(nothing_taken(plan))
         return result
     checked = [(st, c) for _, c, st in parts] + ([(draft.entry.stripped, None)] if draft.entry else [])
-    check_script(result, segments, cells, plan, checked)
+    allowed = dict(plan.allowed)
+    for name in allow_undefined:
+        if name.isidentifier():
+            allowed.setdefault(name, "--allow-undefined")
+        else:
+            result.problems.append(f"--allow-undefined {name!r}: not a Python name")
+    check_script(result, ScriptSource(segments, cells, plan, checked, allowed))
     return result
 
 

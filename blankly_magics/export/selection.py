@@ -2,12 +2,15 @@
 code cell, or exactly the ones chosen; the ``%%blankly_deploy`` cell is the entry point."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from .cells import Cell, CellChoice, cell_label, first_line
 from .directives import CellDirectives, read_directives
 from .ipython import DEPLOY_MAGIC, Stripped, strip_ipython
+
+
+EVERY_CELL = "no cell is marked: every code cell is taken"
 
 
 @dataclass
@@ -19,6 +22,8 @@ class Plan:
     entry_cell: Optional[tuple[Cell, Stripped]]
     problems: list[str]
     notes: list[str]
+    allowed: dict[str, str] = field(default_factory=dict)  # name -> the directive that allows it undefined
+    dropped: list[tuple[Cell, str]] = field(default_factory=list)  # cells that would be taken, and their cell magic
 
 
 def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_given: bool) -> Plan:
@@ -26,9 +31,12 @@ def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_giv
     problems: list[str] = []
     code = [(pos, c) for pos, c in enumerate(cells) if c.cell_type == "code"]
     marks: dict[int, CellDirectives] = {}
+    allowed: dict[str, str] = {}
     for pos, c in code:
         marks[pos] = found = read_directives(c.source, c.tags)
         problems.extend(f"{cell_label(c)}: {p}" for p in found.problems)
+        for name in found.allow_undefined:
+            allowed.setdefault(name, f"`#| blankly: allow-undefined` in {cell_label(c)}")
     wanted: set[int] = set()
     if select is not None:
         selection = "explicit"
@@ -37,7 +45,7 @@ def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_giv
         selection = "marked"
     else:
         selection = "all"
-    plan = Plan(selection, [], [], {}, None, problems, [])
+    plan = Plan(selection, [], [], {}, None, problems, [], allowed)
     for pos, c in code:
         st = strip_ipython(c.source)
         plan.stripped[pos] = st
@@ -47,6 +55,7 @@ def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_giv
         if ok and st.dropped:
             ok, reason = False, f"a %%{st.magic} cell, which cannot run in a script"
             plan.notes.append(f"{cell_label(c)}: dropped, a %%{st.magic} cell cannot run in a script")
+            plan.dropped.append((c, st.magic))
         if ok:
             plan.taken.append((c, st, reason))
         plan.choices.append(CellChoice(c.index, c.id, first_line(c.source), ok, reason))
@@ -82,7 +91,23 @@ def _decide(plan: Plan, st: Stripped, mark: CellDirectives, chosen: bool, entry_
         return True, ""  # reported by the caller
     if not st.has_code:
         return False, ("only IPython commands" if st.removed else "empty")
-    return True, "no cell is marked: every code cell is taken"
+    return True, EVERY_CELL
+
+
+def nothing_taken(plan: Plan) -> str:
+    """Why no cell went into the script, and what to do."""
+    if plan.dropped:
+        which = ", ".join(cell_label(c) for c, _ in plan.dropped)
+        magics = ", ".join(sorted({f"%%{m}" for _, m in plan.dropped}))
+        verb = "was" if len(plan.dropped) == 1 else "were"
+        what = {"explicit": "chosen ", "marked": "marked "}.get(plan.selection, "")
+        return (
+            f"no cell to export: the {what}{which} {verb} dropped, because a {magics} cell magic cannot run in "
+            f"a script; {'choose' if plan.selection == 'explicit' else 'mark'} cells of plain Python code"
+        )
+    if plan.selection == "explicit":
+        return "no cell to export: choose at least one code cell of the notebook"
+    return "no cell to export: mark the strategy cells with the tag `blankly` or a first line `#| blankly`"
 
 
 def preview_cells(cells: Sequence[Cell]) -> list[CellChoice]:

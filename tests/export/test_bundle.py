@@ -215,6 +215,13 @@ def test_data_files_named_in_the_code_are_included(tmp_path, monkeypatch):
     assert "pandas==" + metadata.version("pandas") in b.requirements
 
 
+def test_only_missing_data_files_are_warned_about(tmp_path):
+    cells = ["#| blankly\nimport logging\nlog = logging.getLogger('blankly.strategy')\nprices = 'prices/GOOG.csv'"]
+    b = build_bundle(simple_notebook(tmp_path, cells))
+    assert len(b.warnings) == 1
+    assert "line 4: `prices/GOOG.csv` is not in the model folder" in b.warnings[0]
+
+
 def test_local_modules_are_included_and_their_imports_required(tmp_path):
     (tmp_path / "helpers.py").write_text("import yaml\nimport os\n\ndef load():\n    return yaml.safe_load('a: 1')\n")
     (tmp_path / "signals").mkdir()
@@ -231,7 +238,8 @@ def test_local_modules_are_included_and_their_imports_required(tmp_path):
         build_bundle(nb)
     assert err.value.problems == [
         "helpers.py, line 1: module `surely_not_installed_mod` is imported but no installed distribution "
-        "provides it; install it here, or name its distribution in the requirements (--requirements FILE)"
+        "provides it; install it here, or name its distribution in the requirements "
+        "(a `!pip install` line in a cell, or --requirements FILE)"
     ]
 
 

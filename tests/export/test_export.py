@@ -512,3 +512,29 @@ def test_secret_literals_are_warned_about_without_the_value(tmp_path):
 def test_path_like_string_literals_are_collected(tmp_path):
     result = export(tmp_path, ['import pandas as pd\ndf = pd.read_csv("./data/prices.csv")\n# old = "old.csv"'])
     assert [p for p, _ in result.paths] == ["./data/prices.csv"]
+
+
+# ----------------------------------------------------------------- directives and run-time names
+
+
+def test_allow_undefined_directive_lets_named_names_pass_and_checks_its_names(tmp_path):
+    cells = ["#| blankly: allow-undefined sm, m\nprint(sm, m)", "print(other)"]
+    result = export(tmp_path, cells)
+    assert len(result.problems) == 1 and "`other` is used but never defined" in result.problems[0]
+    assert any(n.startswith("taken as made at run time: `sm` (`#| blankly: allow-undefined` in cell 0") for n in result.notes)
+    bad = export(tmp_path, ["#| blankly: allow-undefined 2x\nx = 1", "#| blankly: allow-undefined\ny = 2"])
+    assert "2x is not a Python name" in bad.problems[0] and "no name given" in bad.problems[1]
+    option = export(tmp_path, cells, allow_undefined=["other"])
+    assert option.problems == []
+
+
+def test_a_skip_directive_wins_over_an_export_directive_in_the_same_cell(tmp_path):
+    result = export(tmp_path, ["#| blankly\n#| blankly: skip\nx = 1", "#| blankly\ny = 2"])
+    assert taken(result) == [1]
+
+
+def test_imports_inside_functions_are_told_apart():
+    from blankly_magics.export import find_imports
+
+    text = "import os\n\ndef f():\n    if True:\n        import yaml\n    return yaml\n\nclass C:\n    import json\n"
+    assert [(i.module, i.in_function) for i in find_imports(text)] == [("os", False), ("yaml", True), ("json", False)]

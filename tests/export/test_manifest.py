@@ -10,6 +10,7 @@ import pytest
 from blankly_magics import requirement_lines as rl
 from blankly_magics.export import distributions, manifest as mf
 from blankly_magics.export.requirements import resolve_requirements
+from blankly_magics.export.result import ImportRef
 from blankly_magics.modelzip import DEFAULT_DEPLOY_SETTINGS
 
 
@@ -88,7 +89,7 @@ def test_unreadable_keys_json_counts_as_secret():
 
 
 def imports(*modules, optional=False):
-    return [(m, optional, f"cell {i}, line 1") for i, m in enumerate(modules)]
+    return [ImportRef(m, optional, f"cell {i}, line 1") for i, m in enumerate(modules)]
 
 
 def test_import_names_map_to_installed_distributions_and_are_pinned():
@@ -119,7 +120,8 @@ def test_an_import_nothing_provides_is_a_problem_naming_where():
     reqs = resolve_requirements(imports("os", "surely_not_installed_mod"))
     assert reqs.problems == [
         "cell 1, line 1: module `surely_not_installed_mod` is imported but no installed distribution provides it; "
-        "install it here, or name its distribution in the requirements (--requirements FILE)"
+        "install it here, or name its distribution in the requirements "
+        "(a `!pip install` line in a cell, or --requirements FILE)"
     ]
 
 

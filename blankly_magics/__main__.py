@@ -56,7 +56,8 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cells", metavar="N,N,...",
-        help="export exactly these cells (0-based notebook positions), ignoring the tags and markers",
+        help="export exactly these cells, numbered from 1 as JupyterLab shows them (markdown cells count), "
+        "ignoring the tags and markers",
     )
     p.add_argument("--type", choices=("strategy", "screener"), default="strategy", dest="model_type",
                    help="the model type written to blankly.json (default: strategy)")
@@ -85,9 +86,11 @@ def _run_build(args: argparse.Namespace) -> int:
     select = None
     if args.cells:
         try:
-            select = [int(x) for x in args.cells.replace(" ", "").split(",") if x]
+            select = [int(x) - 1 for x in args.cells.replace(" ", "").split(",") if x]  # positions from 0
         except ValueError:
-            return _fail(f"--cells takes comma-separated cell numbers, like 1,3,4 (got {args.cells!r})")
+            select = [-1]
+        if any(i < 0 for i in select):
+            return _fail(f"--cells takes comma-separated cell numbers from 1, like 1,3,4 (got {args.cells!r})")
     backtest_args = None
     if args.backtest_args:
         try:

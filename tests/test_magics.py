@@ -223,7 +223,7 @@ def test_undefined_name_names_the_cell(cells, tmp_path):
     ])
     message = cells.fails(f"%%blankly_deploy --dry-run --notebook {nb}\nstrategy.start()")
     assert message.startswith("cannot build the model: ")
-    assert "exchange" in message and "cell 1" in message
+    assert "cell 2 (`strategy = blankly.Strategy(exchange)`), line 2: `exchange`" in message
 
 
 # ------------------------------------------------------------ dry run and --save (offline)

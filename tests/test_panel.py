@@ -175,7 +175,7 @@ def test_cells_are_ticked_by_the_export_rules_and_preview_builds_without_signing
     assert panel.status_text.startswith("\u2714 Preview: 6 files")
     summary = results_html(panel)
     assert "3 cell(s) taken" in summary and "GOOG-USD-1d.csv" in summary and "bot.py" in summary
-    assert "cell 2 " not in summary  # the unticked exploration cell stays out
+    assert "cell 3 " not in summary  # the unticked exploration cell (JupyterLab's cell 3) stays out
     assert buttons_enabled(panel)
 
 
@@ -203,7 +203,7 @@ def test_an_undefined_name_in_a_ticked_cell_is_one_line_naming_the_cell(make_pan
 
     line = panel.status_text
     assert line.startswith("\u2716 Cannot build the model:") and "\n" not in line
-    assert "cell 5" in line and "tuned_threshold" in line
+    assert "cell 6 (`threshold = tuned_threshold(30)`)" in line and "tuned_threshold" in line
     assert isinstance(panel.last_error, Exception) and buttons_enabled(panel)
     assert panel.results.outputs == ()
 

@@ -17,7 +17,7 @@ from typing import IO, Any, Optional, Union
 from ..files import atomic_write
 from ..formats import size_text
 from ..modelzip import DIR_MODE, FILE_MODE, ROOT, ZIP_TIME
-from .cells import CellRef, label
+from .cells import CellRef
 from .errors import BuildError, ExportError
 from .selection import EVERY_CELL
 
@@ -53,7 +53,7 @@ class Bundle:
 
     def __repr__(self) -> str:
         return (
-            f"Bundle(notebook={self.notebook_name!r}, cells={[c.index for c in self.cells]}, "
+            f"Bundle(notebook={self.notebook_name!r}, cells={[c.number for c in self.cells]}, "
             f"files={len(self.files)}, total_size={self.total_size}, requirements={self.requirements!r})"
         )
 
@@ -117,7 +117,7 @@ class Bundle:
         head = f"Model from {self.notebook_name or 'notebook cells'}: {len(self.cells)} cell(s) taken ({self.selection})"
         lines = [head + (f"; {EVERY_CELL}" if self.selection == "all" else "")]
         lines.extend(
-            f"  {label(c.index, c.id)}" + ("" if c.reason == EVERY_CELL else f": {c.reason}") for c in self.cells
+            f"  {c.label}" + ("" if c.reason == EVERY_CELL else f": {c.reason}") for c in self.cells
         )
         lines.append(
             f"  entry point: {self.entry_from}"

@@ -1,12 +1,25 @@
-"""Notebook cells: read from an .ipynb file or a kernel's input history, and named for people."""
+"""Notebook cells: read from an .ipynb file or a kernel's input history, and named for people.
+
+A cell is named as JupyterLab shows it: its number from 1 (markdown cells count,
+as in the status bar's "Cell 9") and its first line of code. Cell ids are for
+tools (the script's cell markers, ``select``), never in a message.
+"""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import ExportError
+
+
+LABEL_WIDTH = 40  # how much of a cell's first line names it in a message
+# A long string literal with no spaces that is not a path may be a key or a token:
+# a label (which lands in errors and logs) shows it as '***'.
+_LONG_STRING = re.compile(r"(['\"])([^'\"\s]{12,})(?:\1|\.\.\.$|$)")
+_FILE_NAME = re.compile(r"[/\\]|\.[A-Za-z][A-Za-z0-9_]{0,9}$")
 
 
 @dataclass(frozen=True)
@@ -16,6 +29,11 @@ class Cell:
     id: Optional[str] = None
     tags: tuple[str, ...] = ()
     cell_type: str = "code"
+
+    @property
+    def number(self) -> int:
+        """The cell's number as JupyterLab shows it, from 1."""
+        return self.index + 1
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,14 @@ class CellChoice:
     exported: bool
     reason: str
 
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def label(self) -> str:
+        return label(self.index, self.first_line)
+
 
 @dataclass(frozen=True)
 class CellRef:
@@ -36,6 +62,15 @@ class CellRef:
     index: int
     id: Optional[str]
     reason: str
+    first_line: str = ""
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def label(self) -> str:
+        return label(self.index, self.first_line)
 
 
 def read_notebook(path: str | Path) -> list[Cell]:
@@ -126,8 +161,17 @@ def first_line(source: str, width: int = 80) -> str:
 
 
 def cell_label(cell: Cell) -> str:
-    return label(cell.index, cell.id)
+    """``cell 9 (`strategy = blankly.Strategy(...`)``: the cell as the user finds it."""
+    return label(cell.index, first_line(cell.source, width=1 << 16))
 
 
-def label(index: int, cell_id: Optional[str]) -> str:
-    return f"cell {index} (id {cell_id})" if cell_id else f"cell {index}"
+def label(index: int, first: str = "") -> str:
+    """A cell named by its number (from 1) and its first line of code, cut to ``LABEL_WIDTH``."""
+    first = _LONG_STRING.sub(_masked, first)
+    if len(first) > LABEL_WIDTH:
+        first = first[: LABEL_WIDTH - 3].rstrip() + "..."
+    return f"cell {index + 1} (`{first}`)" if first else f"cell {index + 1}"
+
+
+def _masked(m: re.Match) -> str:
+    return m.group(0) if _FILE_NAME.search(m.group(2)) else f"{m.group(1)}***{m.group(1)}"

@@ -8,7 +8,7 @@ import symtable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from .cells import Cell, CellChoice, cell_label, label
+from .cells import Cell, CellChoice, cell_label
 from .ipython import ANY_NAME, DEPLOY_MAGIC, IPYTHON_NAMES, magic_advice, magic_makes
 from .result import ExportedScript, where
 from .selection import Plan
@@ -158,7 +158,7 @@ def _explain(name: str, ctx: _Context) -> str:
         return made
     found = ctx.definitions().get(name)
     if found:
-        who = ", ".join(f"{label(ch.index, ch.id)} ({ch.reason})" for ch in found[:3])
+        who = ", ".join(f"{ch.label} ({ch.reason})" for ch in found[:3])
         fix = (
             "choose that cell too"
             if ctx.plan.selection == "explicit"

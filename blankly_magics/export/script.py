@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from .cells import Cell, CellRef, cell_label
+from .cells import Cell, CellRef, cell_label, first_line, label
 from .checks import ScriptSource, check_script
 from .ipython import (
     DEPLOY_MAGIC,
@@ -94,7 +94,7 @@ def export_script(
         text=text,
         selection=plan.selection,
         choices=plan.choices,
-        cells=[CellRef(c.index, c.id, reason) for c, _, reason in plan.taken],
+        cells=[CellRef(c.index, c.id, reason, first_line(c.source)) for c, _, reason in plan.taken],
         has_entry=draft.entry is not None,
         entry_from=_entry_from(draft, segments),
         pip_requirements=draft.pips,
@@ -117,8 +117,9 @@ def export_script(
 
 
 def _marker(c: Cell, nb: str) -> str:
-    """The comment above a cell's code in the script, pointing back to the notebook cell."""
-    return f"# %% [cell {c.index}" + (f", id {c.id}]" if c.id else "]") + (f" {nb}" if nb else "")
+    """The comment above a cell's code in the script, pointing back to the notebook cell
+    (its number as JupyterLab shows it, and its id for tools)."""
+    return f"# %% [cell {c.number}" + (f", id {c.id}]" if c.id else "]") + (f" {nb}" if nb else "")
 
 
 def _entry(draft: _Draft, given: Optional[str]) -> Optional[_Entry]:
@@ -129,8 +130,8 @@ def _entry(draft: _Draft, given: Optional[str]) -> Optional[_Entry]:
     elif draft.plan.entry_cell is not None:
         c, _ = draft.plan.entry_cell
         st, offset = _entry_stripped(c.source)
-        found = _Entry(st, offset, f"{cell_label(c)} (the %%blankly_deploy cell)",
-                       f"the %%blankly_deploy cell ({cell_label(c)})")
+        found = _Entry(st, offset, f"{label(c.index)} (the %%blankly_deploy cell)",
+                       f"the %%blankly_deploy cell ({label(c.index)})")
         draft.notes.append(f"entry point: the body of {found.source}, run under `if __name__ == \"__main__\":`")
     else:
         return None

@@ -67,9 +67,9 @@ def _chosen(cells: Sequence[Cell], select: Sequence[int], problems: list[str]) -
     by_index = {c.index: (pos, c) for pos, c in enumerate(cells)}
     for i in select:
         if i not in by_index:
-            problems.append(f"select: there is no cell {i} (the notebook has {len(cells)} cells)")
+            problems.append(f"there is no cell {i + 1} to choose (the notebook has {len(cells)} cells)")
         elif by_index[i][1].cell_type != "code":
-            problems.append(f"select: cell {i} is a {by_index[i][1].cell_type} cell, not a code cell")
+            problems.append(f"{cell_label(by_index[i][1])} is a {by_index[i][1].cell_type} cell, not a code cell")
         else:
             wanted.add(by_index[i][0])
     return wanted

@@ -209,7 +209,7 @@ def test_data_files_named_in_the_code_are_included(tmp_path, monkeypatch):
     b = build_bundle(simple_notebook(proj, cells))
     assert "GOOG-USD-1d.csv" in [f.path for f in b.files]
     assert "big.csv" not in [f.path for f in b.files]
-    assert any(n.startswith("included GOOG-USD-1d.csv: cell 0 (id ") for n in b.notes)
+    assert "included GOOG-USD-1d.csv: cell 1 (`import pandas as pd`), line 3 names it" in b.notes
     assert any("`big.csv`" in w and "not included automatically" in w for w in b.warnings)
     assert any(f"`{tmp_path / 'abs.csv'}` is an absolute path" in w for w in b.warnings)
     assert "pandas==" + metadata.version("pandas") in b.requirements
@@ -298,7 +298,10 @@ def test_user_blankly_json_credentials_never_reach_the_zip(tmp_path):
 
 def test_secret_literal_in_code_is_a_warning_without_the_value(tmp_path):
     b = build_bundle(simple_notebook(tmp_path, [f"#| blankly\nALPACA_API_KEY = '{REAL_KEY}'"]))
-    assert len(b.warnings) == 1 and "`ALPACA_API_KEY`" in b.warnings[0] and "cell 0 (id " in b.warnings[0]
+    assert b.warnings == [
+        "cell 1 (`ALPACA_API_KEY = '***'`), line 2: `ALPACA_API_KEY` is set to a literal that looks like a secret "
+        "(20 characters); it would be stored in the model zip. Read it from an environment variable or keys.json instead"
+    ]
     assert REAL_KEY not in b.summary()
 
 
@@ -345,7 +348,7 @@ def test_build_error_lists_each_problem_naming_its_cell(tmp_path):
         build_bundle(nb, python_version="3")
     problems = err.value.problems
     assert any(p.startswith("python version '3'") for p in problems)
-    assert any("`THRESHOLD`" in p and "cell 0 (id " in p and p.startswith("cell 1 (id ") for p in problems)
+    assert any("`THRESHOLD`" in p and "in cell 1 (`THRESHOLD = 30`)" in p and p.startswith("cell 2 (") for p in problems)
     assert any("`not_installed_anywhere_x`" in p and ", line 2:" in p for p in problems)
     assert str(err.value).startswith("the model cannot be built: python version '3'")
 
@@ -364,7 +367,7 @@ def test_summary_says_what_went_in(rsi_notebook):
     b = build_bundle(rsi_notebook, entry=RSI_ENTRY)
     text = b.summary()
     assert text.splitlines()[0] == "Model from rsi.ipynb: 3 cell(s) taken (marked)"
-    assert "  cell 2" not in text and "cell 3 (id " in text and "`#| blankly`" in text
+    assert "  cell 3" not in text and "  cell 4 (`def init(symbol, state: StrategyState):`): `#| blankly`" in text
     assert 'entry point: the given entry point, under `if __name__ == "__main__":`' in text
     assert "Files (6, 37." in text and "GOOG-USD-1d.csv" in text and "33.3 KB" in text
     assert f"Requirements: {BLANKLY_PIN}, numpy<2" in text

@@ -73,7 +73,8 @@ def test_a_pip_install_line_names_the_distribution_of_its_import(export_notebook
     assert proc.returncode == 0, proc.stderr
     reqs = zipped_requirements(nb)
     assert "PyPortfolioOpt" in reqs and "pypfopt" not in names(reqs)
-    assert re.search(r"`pypfopt` is not installed here; `PyPortfolioOpt` \(cell \S+.*, line 1\) provides it",
+    assert re.search(r"`pypfopt` is not installed here; `PyPortfolioOpt` \(cell 2 \(`!pip install PyPortfolioOpt`\), "
+                     r"line 1\) provides it",
                      proc.stdout)
     out, bundle = shell.dry_run(nb)
     assert bundle.requirements == reqs
@@ -112,7 +113,7 @@ def test_a_named_distribution_nothing_else_accounts_for_is_assumed_and_said(expo
     assert proc.returncode == 0, proc.stderr
     assert "acme-quant-signals==2.1" in zipped_requirements(nb)
     said = re.search(r"`acme-quant-signals==2.1` \(named in the requirements, not installed here\) assumed to "
-                     r"provide `acmesignals` \(cell \S+.*, line 1\)", proc.stdout)
+                     r"provide `acmesignals` \(cell 2 \(`import acmesignals`\), line 1\)", proc.stdout)
     assert said, proc.stdout
     out, _ = shell.dry_run(nb)
     assert "assumed to provide `acmesignals`" in out
@@ -125,8 +126,9 @@ def test_a_missing_data_file_is_a_warning_naming_cell_line_and_path(export_noteb
     nb = export_notebook("missing_data_file")
     proc = build(nb)
     assert proc.returncode == 0, proc.stderr
-    warning = re.search(r"cell \S+.*, line 1: `data/stock_prices.csv` is not in the model folder .*, so the zip "
-                        r"will not have it \(fine if the model writes it when it runs\)", proc.stdout)
+    warning = re.search(r"cell 2 \(`df = pd.read_csv\(.*`\), line 1: `data/stock_prices.csv` is not in the model "
+                        r"folder .*, so the zip will not have it \(fine if the model writes it when it runs\)",
+                        proc.stdout)
     assert warning and "Warnings:" in proc.stdout
     with zipfile.ZipFile(nb.parent / "model.zip") as zf:
         assert not [n for n in zf.namelist() if "stock_prices" in n]
@@ -138,8 +140,8 @@ def test_an_undefined_name_is_located_where_it_is_used_not_where_a_string_mentio
     nb = export_notebook("undefined_after_mention")
     proc = build(nb)
     assert proc.returncode == 2
-    assert re.search(r"cell \S+ \(id undefined-after-ment-2\), line 2: `thing` is used but never defined", proc.stderr)
-    assert re.search(r"cell \S+ \(id undefined-after-ment-2\), line 2: `thing`", shell.refused(nb))
+    assert "cell 2 (`x = 1`), line 2: `thing` is used but never defined" in proc.stderr
+    assert "cell 2 (`x = 1`), line 2: `thing` is used but never defined" in shell.refused(nb)
 
 
 def test_names_made_at_run_time_are_refused_with_both_ways_through(export_notebook, shell):
@@ -161,7 +163,7 @@ def test_the_allow_undefined_directive_lets_runtime_names_through(export_noteboo
     nb = export_notebook("runtime_names_allowed")
     proc = build(nb)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"taken as made at run time: `sm` \(`#\| blankly: allow-undefined` in cell \S+.*\), `m`",
+    assert re.search(r"taken as made at run time: `sm` \(`#\| blankly: allow-undefined` in cell 2 \(`import math`\)\), `m`",
                      proc.stdout)
     assert {"backtrader", "statsmodels"} <= names(zipped_requirements(nb))
     _, bundle = shell.dry_run(nb)
@@ -173,12 +175,12 @@ def test_names_only_a_removed_magic_makes_name_that_magic(export_notebook, shell
     proc = build(nb)
     assert proc.returncode == 2
     err = proc.stderr
-    assert re.search(r"`figsize` is used but not defined in the exported code; `%pylab inline` \(cell \S+.*, line 1\) "
+    assert re.search(r"`figsize` is used but not defined in the exported code; `%pylab inline` \(cell 1 \(`%pylab inline`\), line 1\) "
                      r"may have made it in the notebook, but magics do not run in a script: .*"
                      r"`from matplotlib.pyplot import figure`", err)
-    assert re.search(r"`cap` is used but not defined in the exported code; `%%capture cap` \(cell \S+.*, line 1\) "
+    assert re.search(r"`cap` is used but not defined in the exported code; `%%capture cap` \(cell 3 \(`%%capture cap`\), line 1\) "
                      r"makes it in the notebook, but magics do not run in a script", err)
-    assert re.search(r"`x` is used but not defined in the exported code; `%store -r x` \(cell \S+.*, line 1\) makes "
+    assert re.search(r"`x` is used but not defined in the exported code; `%store -r x` \(cell 5 \(`%store -r x`\), line 1\) makes "
                      r"it in the notebook, but magics do not run in a script: it reads `x` from IPython's store", err)
     assert "never defined or imported anywhere" not in err
     message = shell.refused(nb)
@@ -190,14 +192,15 @@ def test_names_only_a_removed_magic_makes_name_that_magic(export_notebook, shell
 
 def test_a_chosen_cell_magic_cell_is_said_to_be_dropped(export_notebook, shell):
     nb = export_notebook("cell_magic_chosen")
-    proc = build(nb, "--cells", "1")
+    proc = build(nb, "--cells", "2")
     assert proc.returncode == 2
-    assert re.search(r"no cell to export: the chosen cell \S+.* was dropped, because a %%zipline cell magic cannot "
-                     r"run in a script; choose cells of plain Python code", proc.stderr)
+    assert re.search(r"no cell to export: the chosen cell 2 \(`%%zipline --start 2016-1-1 --end 2018\.\.\.`\) was "
+                     r"dropped, because a %%zipline cell magic cannot run in a script; choose cells of plain Python "
+                     r"code", proc.stderr)
     assert "mark the strategy cells" not in proc.stderr
     marked = export_notebook("cell_magic_marked")
-    assert re.search(r"no cell to export: the marked cell \S+.* was dropped, because a %%zipline cell magic",
-                     shell.refused(marked))
+    assert re.search(r"no cell to export: the marked cell 2 \(`%%zipline --start 2016-1-1 --end 2018\.\.\.`\) was "
+                     r"dropped, because a %%zipline cell magic", shell.refused(marked))
 
 
 def test_imports_inside_functions_of_local_modules_are_a_note(export_notebook, shell):

@@ -11,6 +11,20 @@ PRICES_CSV = REPO / "notebooks" / "data" / "GOOG-USD-1d.csv"
 # Small notebooks with the shapes real research notebooks have (tests/export/notebooks/).
 EXPORT_NOTEBOOKS = REPO / "tests" / "export" / "notebooks"
 
+
+def _blankly_requirement() -> str:
+    """What a model's requirements.txt says for blankly: the installed version, or no version
+    where blankly is not installed (Python 3.12 and newer)."""
+    from importlib import metadata
+
+    try:
+        return "blankly==" + metadata.version("blankly")
+    except metadata.PackageNotFoundError:
+        return "blankly"
+
+
+BLANKLY_PIN = _blankly_requirement()
+
 # The RSI strategy, split into notebook cells as a quant writes it.
 RSI_IMPORTS = """#| blankly
 import blankly

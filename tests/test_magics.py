@@ -252,6 +252,7 @@ def test_dry_run_shows_summary_and_saves_the_zip(cells, rsi_notebook, tmp_path):
         == f"--save {tmp_path}/x.txt: give a file name ending in .zip, e.g. model.zip"
 
 
+@pytest.mark.blankly
 def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_csv):
     import shutil
 
@@ -271,6 +272,7 @@ def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_cs
     assert "def price_event" in bundle.script and "load_ext" not in bundle.script
 
 
+@pytest.mark.blankly
 def test_unsaved_edits_are_reported(cells, rsi_notebook):
     edited = RSI_LOGIC.replace("rsi[-1] < 30", "rsi[-1] < 25")
     for source in (RSI_IMPORTS, edited):

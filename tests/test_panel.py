@@ -220,6 +220,7 @@ def test_unticking_the_imports_cell_is_caught_before_upload(make_panel) -> None:
 # ---------------------------------------------------------------- against the real server
 
 
+@pytest.mark.blankly
 def test_backtest_by_clicking_against_the_local_server(make_panel, local_server) -> None:
     panel = make_panel()
     token = sign_in_with_form(panel, local_server)
@@ -289,6 +290,7 @@ def test_a_typed_token_wins_over_the_environment_and_never_enters_it(make_panel,
     assert token not in repr(panel) + repr(signed)
 
 
+@pytest.mark.blankly
 def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_panel, local_server, tmp_path) -> None:
     notebook = write_notebook(tmp_path / "live" / "ticker.ipynb", [
         "#| blankly\nimport time\n\nprint('ticker model up', flush=True)\n",

@@ -79,12 +79,14 @@ def build_bundle(
     base = Path(base_dir).expanduser().resolve() if base_dir is not None else default_base
     if not base.is_dir():
         raise BuildError([f"base_dir {base} is not a folder"])
-    python = str(python_version or mf.running_python())
+    python, python_note = (str(python_version), None) if python_version else mf.default_python()
     problems = _option_problems(python, model_type, backtest_args)
     script = export_script(cells, entry=entry, notebook_name=notebook_name, select=select,
                            allow_undefined=list(allow_undefined or ()))
     b = _Build(base, python, script, ModelFiles(base, [], allow_keys), problems=problems + script.problems,
                notes=list(script.notes), warnings=list(script.warnings))
+    if python_note:
+        b.notes.append(python_note)
     _read_user_manifest(b)
     imports = _collect_files(b, [include] if isinstance(include, (str, os.PathLike)) else include)
     user_lines = _user_requirements(b, requirements)

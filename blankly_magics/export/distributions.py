@@ -11,41 +11,13 @@ from typing import Optional
 
 def is_stdlib(module: str) -> bool:
     top = module.split(".", 1)[0]
-    names = getattr(sys, "stdlib_module_names", None)
-    if names is not None:
-        return top in names or top == "__future__"
-    return _stdlib_by_location(top)
-
-
-@functools.lru_cache(maxsize=None)
-def _stdlib_by_location(top: str) -> bool:  # Python 3.9: no sys.stdlib_module_names
-    import importlib.util
-    import sysconfig
-
-    if top in sys.builtin_module_names or top == "__future__":
-        return True
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return False
-    origin = getattr(spec, "origin", None) or ""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    return bool(origin) and origin.startswith(stdlib) and "site-packages" not in origin
+    return top in sys.stdlib_module_names or top == "__future__"
 
 
 @functools.lru_cache(maxsize=1)
 def _module_map() -> dict[str, list[str]]:
     """Top-level import name -> distributions providing it (slow: computed once per process)."""
-    finder = getattr(metadata, "packages_distributions", None)
-    if finder is not None:
-        return {k: sorted(set(v)) for k, v in finder().items()}
-    found: dict[str, set[str]] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            for top in top_level_modules(dist):
-                found.setdefault(top, set()).add(name)
-    return {k: sorted(v) for k, v in found.items()}
+    return {k: sorted(set(v)) for k, v in metadata.packages_distributions().items()}
 
 
 def top_level_modules(dist: metadata.Distribution) -> list[str]:

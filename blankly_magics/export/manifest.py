@@ -24,6 +24,7 @@ __all__ = [
     "default_settings_bytes",
     "headless_backtest_settings",
     "keys_json_has_secrets",
+    "default_python",
     "running_python",
     "strip_secret_keys",
     "to_json_bytes",
@@ -76,8 +77,25 @@ DEFAULT_BACKTEST_SETTINGS: dict[str, Any] = {
 _SECRET_KEY = re.compile(r"(?i)(api_?key|api_?pass|secret|token|passw|credential)")
 
 
+# Blankly 1.18 does not install on Python 3.12 and newer (its newnewtulipy dependency
+# does not build there), so a model runs on 3.11 at the newest.
+NEWEST_MODEL_PYTHON = (3, 11)
+
+
 def running_python() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def default_python() -> tuple[str, Optional[str]]:
+    """The python_version a model asks for when none is given: this interpreter's, or the
+    newest Blankly installs on (and a note saying why) when this one is newer."""
+    if sys.version_info[:2] <= NEWEST_MODEL_PYTHON:
+        return running_python(), None
+    newest = ".".join(map(str, NEWEST_MODEL_PYTHON))
+    return newest, (
+        f"blankly.json says python_version {newest}, not this interpreter's {running_python()}: blankly does not "
+        f"install on Python 3.12 and newer, so models run on {newest} or older (pass --python to choose)"
+    )
 
 
 def to_json_bytes(data: Any) -> bytes:

@@ -153,6 +153,8 @@ def _settle(missing: list[ImportRef], named: _Named, inferred: dict[str, str], o
     accounted = set(inferred)
     left: list[ImportRef] = []
     for ref in missing:
+        if ref.top == "blankly":  # every model requires it, installed here or not (_blankly_and_numpy)
+            continue
         providers = sorted(n for n in named.names if provides(n, ref.top))
         if providers:
             accounted.update(providers)
@@ -205,10 +207,18 @@ def _major(version: Optional[str]) -> int:
 
 
 def _blankly_and_numpy(inferred: dict[str, str], declared: set[str], out: Requirements) -> None:
-    """blankly is always there; blankly breaks on numpy 2 (tulipy's compiled ABI)."""
+    """blankly is always there; blankly breaks on numpy 2 (tulipy's compiled ABI).
+
+    Where blankly is not installed (it does not install on Python 3.12 and newer), it
+    is required without a version: the server runs the model with the blankly it has."""
     if "blankly" not in inferred:
         version = installed_version("blankly")
         inferred["blankly"] = f"blankly=={version}" if version else "blankly"
+        if version is None and "blankly" not in declared:
+            out.notes.append(
+                "blankly is not installed here, so requirements.txt says `blankly` with no version: the server "
+                "runs the model with the blankly it has (name `blankly==X.Y.Z` in the requirements to pin one)"
+            )
     np_version = installed_version("numpy")
     if "numpy" in inferred:
         if np_version and _major(np_version) >= 2:

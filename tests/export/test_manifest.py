@@ -12,8 +12,10 @@ from blankly_magics.export import distributions, manifest as mf
 from blankly_magics.export.requirements import resolve_requirements
 from blankly_magics.export.result import ImportRef
 from blankly_magics.modelzip import DEFAULT_DEPLOY_SETTINGS
+from tests.fixtures_notebooks import BLANKLY_PIN
 
 
+@pytest.mark.blankly
 def test_embedded_defaults_match_the_installed_blankly():
     from blankly.utils import utils
 
@@ -69,6 +71,15 @@ def test_running_python_is_major_minor():
     assert mf.running_python() == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def test_a_model_asks_for_this_python_or_the_newest_blankly_installs_on():
+    python, note = mf.default_python()
+    if sys.version_info[:2] <= (3, 11):
+        assert (python, note) == (mf.running_python(), None)
+    else:
+        assert python == "3.11"
+        assert note.startswith(f"blankly.json says python_version 3.11, not this interpreter's {mf.running_python()}")
+
+
 @pytest.mark.parametrize(
     "content, secret",
     [
@@ -97,7 +108,7 @@ def test_import_names_map_to_installed_distributions_and_are_pinned():
     expected = {
         "PyYAML==" + metadata.version("PyYAML"),
         "python-dateutil==" + metadata.version("python-dateutil"),
-        "blankly==" + metadata.version("blankly"),
+        BLANKLY_PIN,
         "numpy<2",
     }
     assert set(reqs.lines) == expected
@@ -106,9 +117,10 @@ def test_import_names_map_to_installed_distributions_and_are_pinned():
 
 def test_stdlib_and_local_modules_are_left_out_but_blankly_is_always_there():
     reqs = resolve_requirements(imports("os", "json", "__future__", "collections.abc", "helpers"), local_modules={"helpers"})
-    assert reqs.lines == ["blankly==" + metadata.version("blankly"), "numpy<2"]
+    assert reqs.lines == [BLANKLY_PIN, "numpy<2"]
 
 
+@pytest.mark.blankly
 def test_imported_numpy_is_pinned_to_the_installed_version_below_2():
     version = metadata.version("numpy")
     assert int(version.split(".")[0]) < 2  # this environment runs blankly

@@ -61,13 +61,13 @@ def test_pip_install_lines_leave_local_paths_out():
 
 
 def test_the_name_table_agrees_with_the_installed_metadata():
-    checked = []
+    checked = set()
     for module, dists in IMPORT_TO_DISTRIBUTIONS.items():
         for dist in filter(_installed, dists):
             assert module in top_level_modules(metadata.distribution(dist)), f"{dist} does not ship `{module}`"
-            checked.append(dist)
-    # This machine has blankly's and the test tools' dependencies: PyYAML, Pillow, python-dateutil...
-    assert len(checked) >= 8, checked
+            checked.add(module)
+    # the test tools bring these (PyYAML, and pandas's python-dateutil) wherever the suite runs
+    assert {"yaml", "dateutil"} <= checked, checked
 
 
 def _installed(dist: str) -> bool:

@@ -97,7 +97,9 @@ def invalid_requirement(line: str) -> Optional[str]:
     return None
 
 
-def read_requirement_lines(source: RequirementSource, _seen: Optional[set[Path]] = None) -> tuple[list[str], list[str]]:
+def read_requirement_lines(
+    source: RequirementSource, _seen: Optional[set[Path]] = None
+) -> tuple[list[str], list[str]]:
     """Requirement lines from a file path or a list of lines: (lines, problems).
 
     ``-r other.txt`` in a file is followed (relative to that file); a line pip would

@@ -1,12 +1,14 @@
 """Notebook -> Blankly model: the exporter.
 
-The pipeline, one module per step: ``cells`` reads the notebook (or a kernel's
-history), ``directives`` and ``selection`` choose the cells, ``ipython`` strips
-IPython syntax, ``script`` joins the cells into one script and ``checks`` (with
-``names`` and ``scan``) checks it against its cells; ``requirements`` infers
-requirements.txt, ``manifest`` writes blankly.json and the settings files,
-``collect`` gathers the user's files and ``build`` assembles the ``bundle``,
-whose zip follows ``blankly_magics.modelzip``.
+One module per step. ``cells`` reads the notebook (or a kernel's history) and names
+cells as JupyterLab shows them; ``directives`` reads ``#| blankly`` lines and
+``selection`` chooses the cells; ``ipython`` (over ``lines``) comments out IPython
+syntax and ``pip`` reads ``!pip install`` lines; ``script`` joins the cells into one
+script and ``checks`` (with ``names`` and ``scan``) checks it against its cells.
+``requirements`` (with ``distributions`` and the ``known_imports`` table) writes
+requirements.txt, ``manifest`` blankly.json and the settings files, ``collect``
+gathers the user's files, and ``build`` assembles the ``bundle``, whose zip follows
+``blankly_magics.modelzip``.
 """
 from __future__ import annotations
 

@@ -132,7 +132,9 @@ def build_bundle(
     )
 
 
-def _source(source: Union[Sequence[Cell], str, Path], notebook_name: Optional[str]) -> tuple[list[Cell], Optional[str], Path]:
+def _source(
+    source: Union[Sequence[Cell], str, Path], notebook_name: Optional[str]
+) -> tuple[list[Cell], Optional[str], Path]:
     """(cells, notebook name, default model folder) from a notebook path or cells."""
     if isinstance(source, (str, os.PathLike)):
         nb_path = Path(source).expanduser()
@@ -169,7 +171,9 @@ def _read_user_manifest(b: _Build) -> None:
                 b.notes.append(f"blankly.json: {', '.join(dropped)} left out (credentials never go into the zip)")
             given = b.user_manifest.get("python_version")
             if given is not None and str(given) != b.python:
-                b.notes.append(f"blankly.json says python_version {given}; using {b.python} (pass python_version to change)")
+                b.notes.append(
+                    f"blankly.json says python_version {given}; using {b.python} (pass python_version to change)"
+                )
     if isinstance(b.user_manifest.get("ignore_files"), list):
         ignore += [p for p in b.user_manifest["ignore_files"] if p not in ignore]
     b.files = ModelFiles(b.base, ignore, b.files.allow_keys)
@@ -234,4 +238,6 @@ def _check_limits(b: _Build) -> None:
             f"the model is {size_text(total)}; the deployment server accepts at most {size_text(MAX_UNPACKED)}"
         )
     if len(b.contents) > MAX_ENTRIES:
-        b.problems.append(f"the model has {len(b.contents)} files; the deployment server accepts at most {MAX_ENTRIES}")
+        b.problems.append(
+            f"the model has {len(b.contents)} files; the deployment server accepts at most {MAX_ENTRIES}"
+        )

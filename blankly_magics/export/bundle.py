@@ -114,7 +114,8 @@ class Bundle:
     # -- for people
 
     def summary(self) -> str:
-        head = f"Model from {self.notebook_name or 'notebook cells'}: {len(self.cells)} cell(s) taken ({self.selection})"
+        source = self.notebook_name or "notebook cells"
+        head = f"Model from {source}: {len(self.cells)} cell(s) taken ({self.selection})"
         lines = [head + (f"; {EVERY_CELL}" if self.selection == "all" else "")]
         lines.extend(
             f"  {c.label}" + ("" if c.reason == EVERY_CELL else f": {c.reason}") for c in self.cells

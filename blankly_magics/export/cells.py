@@ -112,7 +112,8 @@ def _check_notebook(name: str, nb: object) -> None:
     lang = _notebook_language(nb.get("metadata"))
     if lang and not lang.startswith(("python", "ipython")):
         raise ExportError(
-            f"{name} is not a Python notebook (its language is {lang}); only Python notebooks can become a Blankly model"
+            f"{name} is not a Python notebook (its language is {lang}); "
+            "only Python notebooks can become a Blankly model"
         )
 
 

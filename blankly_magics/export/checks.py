@@ -36,7 +36,8 @@ def check_script(result: ExportedScript, source: ScriptSource) -> None:
     except SyntaxError as exc:
         code = (exc.text or "").strip()
         msg = exc.msg or "invalid syntax"
-        result.problems.append(f"{where(segments, exc.lineno)}: syntax error: {msg}" + (f": `{code}`" if code else ""))
+        shown = f": `{code}`" if code else ""
+        result.problems.append(f"{where(segments, exc.lineno)}: syntax error: {msg}{shown}")
         return
     except (ValueError, RecursionError) as exc:
         result.problems.append(f"the script cannot be compiled: {exc}")

@@ -41,7 +41,9 @@ class ModelFiles:
     def __init__(self, base: Path, ignore: Sequence[str], allow_keys: bool) -> None:
         self.base = base
         # Blankly writes ignore_files relative to the project ("./data/raw", ".git").
-        self.ignore = [re.sub(r"^(?:\./)+", "", p.strip()).rstrip("/") for p in ignore if isinstance(p, str) and p.strip(" ./")]
+        self.ignore = [
+            re.sub(r"^(?:\./)+", "", p.strip()).rstrip("/") for p in ignore if isinstance(p, str) and p.strip(" ./")
+        ]
         self.allow_keys = allow_keys
         self.files: dict[str, Path] = {}
         self.sizes: dict[str, int] = {}
@@ -213,7 +215,9 @@ def names_data_file(value: str) -> bool:
     return name not in GENERATED and os.path.splitext(name)[1].lower() in DATA_SUFFIXES
 
 
-def add_data_files(paths: Sequence[tuple[str, str]], files: ModelFiles, base: Path, notes: list[str], warnings: list[str]) -> None:
+def add_data_files(
+    paths: Sequence[tuple[str, str]], files: ModelFiles, base: Path, notes: list[str], warnings: list[str]
+) -> None:
     """Include data files the code names in string literals (``"./GOOG-USD-1d.csv"``)."""
     budget = AUTO_INCLUDE_LIMIT
     seen: set[str] = set()
@@ -256,7 +260,9 @@ def add_data_files(paths: Sequence[tuple[str, str]], files: ModelFiles, base: Pa
             budget -= size
 
 
-def add_local_modules(imports: Sequence[ImportRef], files: ModelFiles, notes: list[str], warnings: list[str]) -> list[ImportRef]:
+def add_local_modules(
+    imports: Sequence[ImportRef], files: ModelFiles, notes: list[str], warnings: list[str]
+) -> list[ImportRef]:
     """Include local modules the script imports (and theirs); return every import to resolve.
 
     An import inside a function of a local module is marked ``deferred``: the module

@@ -108,7 +108,9 @@ def _named(user_lines: Sequence[str], notebook_lines: Sequence[tuple[str, str]],
     return named
 
 
-def _infer(imports: Iterable[ImportRef], local: set[str], named: _Named, out: Requirements) -> tuple[dict[str, str], list[ImportRef]]:
+def _infer(
+    imports: Iterable[ImportRef], local: set[str], named: _Named, out: Requirements
+) -> tuple[dict[str, str], list[ImportRef]]:
     """({canonical name: pinned line} for the imports installed here, the imports that are not)."""
     inferred: dict[str, str] = {}
     missing: list[ImportRef] = []
@@ -166,7 +168,9 @@ def _settle(missing: list[ImportRef], named: _Named, inferred: dict[str, str], o
     required = [r for r in left if not r.optional and not r.deferred]
     for ref in left:
         if ref.optional:
-            out.notes.append(f"{ref.where}: optional import `{ref.top}` is not installed here; left out of requirements.txt")
+            out.notes.append(
+                f"{ref.where}: optional import `{ref.top}` is not installed here; left out of requirements.txt"
+            )
     deferred = [r for r in left if r.deferred and not r.optional]
     if deferred:
         out.notes.append(

@@ -17,7 +17,9 @@ _IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import\b|import
 _MODULE = re.compile(r"^[A-Za-z_][\w.]*$")
 _DEF = re.compile(r"^(?:async[ \t]+)?def\b")
 _OPTIONAL_HEAD = re.compile(r"^(?:try[ \t]*:|if[ \t]+(?:typing\.)?TYPE_CHECKING[ \t]*:)")
-_OPTIONAL_HANDLER = re.compile(r"^except\b[^:]*?(?::|\b(?:ImportError|ModuleNotFoundError|Exception|BaseException)\b)")
+_OPTIONAL_HANDLER = re.compile(
+    r"^except\b[^:]*?(?::|\b(?:ImportError|ModuleNotFoundError|Exception|BaseException)\b)"
+)
 
 _STRING = re.compile(r"\"([^\"\\\n]+)\"|'([^'\\\n]+)'")
 _PATHLIKE = re.compile(r"^(?![\s/]*$)[^\x00-\x1f*?<>|\"]{1,255}\.[A-Za-z][A-Za-z0-9_]{0,9}$")

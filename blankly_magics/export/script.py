@@ -167,7 +167,9 @@ def _harvest_pips(draft: _Draft, cells: Sequence[Cell]) -> None:
     sources: list[tuple[Optional[Cell], Stripped]] = [(c, st) for c, st, _ in plan.taken]
     if plan.selection == "all":
         ipython_only = {ch.index for ch in plan.choices if ch.reason == "only IPython commands"}
-        sources += [(cells[pos], st) for pos, st in plan.stripped.items() if st.pips and cells[pos].index in ipython_only]
+        sources += [
+            (cells[pos], st) for pos, st in plan.stripped.items() if st.pips and cells[pos].index in ipython_only
+        ]
     sources.sort(key=lambda item: item[0].index if item[0] else 0)
     if draft.entry is not None:
         sources.append((None, draft.entry.stripped))
@@ -195,7 +197,8 @@ def _remove_ipython_calls(draft: _Draft) -> None:
         if "get_ipython" in st.text or "display" in st.text:
             gone = remove_top_ipython(st, display_bound)
             if gone:
-                draft.notes.append(f"{cell_label(c)}: commented out {', '.join(f'`{g}`' for g in gone[:3])} (IPython only)")
+                shown = ", ".join(f"`{g}`" for g in gone[:3])
+                draft.notes.append(f"{cell_label(c)}: commented out {shown} (IPython only)")
 
 
 def _hoist_future(st: Stripped) -> list[str]:
@@ -251,7 +254,5 @@ def _entry_from(draft: _Draft, segments: Sequence[Segment]) -> Optional[str]:
     """What runs as ``__main__``, for the summary."""
     if draft.entry is not None:
         return f"{draft.entry.source}, under `if __name__ == \"__main__\":`"
-    return next(
-        (f"the `if __name__ == \"__main__\":` block in {seg.label}" for seg in segments if _MAIN_BLOCK.search(seg.text)),
-        None,
-    )
+    block = next((seg for seg in segments if _MAIN_BLOCK.search(seg.text)), None)
+    return f"the `if __name__ == \"__main__\":` block in {block.label}" if block else None

@@ -36,8 +36,24 @@ class Cell:
         return self.index + 1
 
 
+class _Named:
+    """A cell's number and label, for a value that carries its ``index`` and ``first_line``."""
+
+    index: int
+    first_line: str
+
+    @property
+    def number(self) -> int:
+        """The cell's number as JupyterLab shows it, from 1."""
+        return self.index + 1
+
+    @property
+    def label(self) -> str:
+        return label(self.index, self.first_line)
+
+
 @dataclass(frozen=True)
-class CellChoice:
+class CellChoice(_Named):
     """One code cell as the panel shows it: taken or not, and why."""
 
     index: int
@@ -46,31 +62,15 @@ class CellChoice:
     exported: bool
     reason: str
 
-    @property
-    def number(self) -> int:
-        return self.index + 1
-
-    @property
-    def label(self) -> str:
-        return label(self.index, self.first_line)
-
 
 @dataclass(frozen=True)
-class CellRef:
+class CellRef(_Named):
     """A cell that went into the script, and why it was taken."""
 
     index: int
     id: Optional[str]
     reason: str
     first_line: str = ""
-
-    @property
-    def number(self) -> int:
-        return self.index + 1
-
-    @property
-    def label(self) -> str:
-        return label(self.index, self.first_line)
 
 
 def read_notebook(path: str | Path) -> list[Cell]:

@@ -8,6 +8,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PRICES_CSV = REPO / "notebooks" / "data" / "GOOG-USD-1d.csv"
+# Small notebooks with the shapes real research notebooks have (tests/export/notebooks/).
+EXPORT_NOTEBOOKS = REPO / "tests" / "export" / "notebooks"
+
+
+def _blankly_requirement() -> str:
+    """What a model's requirements.txt says for blankly: the installed version, or no version
+    where blankly is not installed (Python 3.12 and newer)."""
+    from importlib import metadata
+
+    try:
+        return "blankly==" + metadata.version("blankly")
+    except metadata.PackageNotFoundError:
+        return "blankly"
+
+
+BLANKLY_PIN = _blankly_requirement()
 
 # The RSI strategy, split into notebook cells as a quant writes it.
 RSI_IMPORTS = """#| blankly
@@ -120,3 +136,22 @@ def rsi_notebook(tmp_path: Path) -> Path:
 
     shutil.copy(PRICES_CSV, tmp_path / PRICES_CSV.name)
     return write_notebook(tmp_path / "rsi.ipynb", rsi_cells())
+
+
+@pytest.fixture
+def export_notebook(tmp_path: Path):
+    """A copy of one of the export notebooks (``"local_module/research"``), in a folder of its own
+    with the files beside it, so a build reads and writes nothing in the repository."""
+    import shutil
+
+    def copy(name: str) -> Path:
+        source = EXPORT_NOTEBOOKS / f"{name}.ipynb"
+        folder = tmp_path / "nb" / source.parent.relative_to(EXPORT_NOTEBOOKS)
+        if source.parent == EXPORT_NOTEBOOKS:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, folder / source.name)
+        else:
+            shutil.copytree(source.parent, folder, dirs_exist_ok=True)
+        return folder / source.name
+
+    return copy

@@ -26,6 +26,7 @@ def no_prompt(text: str) -> str:
 # ---- the token file ---------------------------------------------------------------------
 
 
+@pytest.mark.blankly
 def test_token_file_is_the_blankly_cli_file(private_home):
     from blankly.deployment import login as blankly_login
 
@@ -33,6 +34,7 @@ def test_token_file_is_the_blankly_cli_file(private_home):
     assert auth.token_file() == private_home / ".local/share/blankly/auth.json"
 
 
+@pytest.mark.blankly
 def test_blankly_cli_and_we_read_each_others_token(private_home):
     from blankly.deployment import login as blankly_login
 

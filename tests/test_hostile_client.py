@@ -53,7 +53,7 @@ BAD_NOTEBOOKS = {
     "JSON but not a notebook": "is JSON but not a Jupyter notebook (it has no 'cells')",
     "a JSON list": "is JSON but not a Jupyter notebook",
     "no code cells": "it has no code cells: add your strategy's cells and save it",
-    "a syntax error": "cell 1 (id ",
+    "a syntax error": "cell 2 (`def price_event(price, symbol, state:`), line 2: syntax error",
     "an undefined name": "`exchange` is used but never defined or imported anywhere in the notebook",
 }
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-from blankly.deployment import api as api_module
 
+from tests.conftest import NO_BLANKLY
 from tests.fixtures_server import wait_for, write_model_zip
+
+api_module = pytest.importorskip("blankly.deployment.api", reason=NO_BLANKLY)
 
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 

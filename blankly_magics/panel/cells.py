@@ -136,7 +136,7 @@ class CellsSection(Section):
         boxes = []
         for choice in preview_cells(self.cells) if self.cells else []:
             box = W.Checkbox(value=bool(choice.exported), indent=False,
-                             description=f"cell {choice.index}: {choice.first_line}",
+                             description=choice.label,
                              description_allow_html=False, layout=W.Layout(width="auto", height="24px"))
             box.cell_index = choice.index
             box.tooltip = str(choice.reason or "")

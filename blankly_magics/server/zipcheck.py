@@ -21,8 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-ROOT = "model/"
-MANIFEST = ROOT + "blankly.json"
+from ..modelzip import (
+    DEFAULT_MAIN_SCRIPT,
+    DEFAULT_MODEL_TYPE,
+    DEFAULT_REQUIREMENTS,
+    DEFAULT_WORKING_DIRECTORY,
+    MANIFEST,
+    MAX_ENTRIES,
+    MAX_MANIFEST,
+    MAX_UNPACKED,
+    MODEL_TYPES,
+    ROOT,
+)
+
 _CHUNK = 1 << 16
 _READ = 1 << 20  # bytes read, and most bytes unpacked, at once while checking CRCs
 _SMALL_READ = 4096  # compressed bytes zipfile reads (and unpacks in one go) for bzip2 and lzma
@@ -52,9 +63,9 @@ class ZipTooLarge(ZipRejected):
 
 @dataclass(frozen=True)
 class ZipLimits:
-    max_entries: int = 10_000
-    max_uncompressed: int = 1 << 30  # 1 GiB unpacked: far above any real model
-    max_manifest: int = 1 << 20
+    max_entries: int = MAX_ENTRIES
+    max_uncompressed: int = MAX_UNPACKED
+    max_manifest: int = MAX_MANIFEST
     # bzip2 and lzma members are read through zipfile, whose decoders unpack a whole read at
     # once (deflate and stored ones are unpacked in bounded steps); False refuses them too.
     bzip2_lzma: bool = True
@@ -179,22 +190,22 @@ def _inspect(fh: BinaryIO, limits: ZipLimits) -> ModelZipInfo:
             raise ZipRejected(f"blankly.json key {key!r} must be a non-empty string")
         return value
 
-    workdir = _relative(text("working_directory", "."))
-    main = _relative(text("main_script", "./bot.py"))
-    reqs = _relative(text("requirements", "./requirements.txt"))
+    workdir = _relative(text("working_directory", DEFAULT_WORKING_DIRECTORY))
+    main = _relative(text("main_script", DEFAULT_MAIN_SCRIPT))
+    reqs = _relative(text("requirements", DEFAULT_REQUIREMENTS))
     file_set = set(files)
     if main not in file_set:
         raise ZipRejected(
-            f"blankly.json main_script {manifest.get('main_script', './bot.py')!r} "
+            f"blankly.json main_script {manifest.get('main_script', DEFAULT_MAIN_SCRIPT)!r} "
             f"is not in the zip (expected model/{main})"
         )
     if reqs not in file_set:
         raise ZipRejected(
-            f"blankly.json requirements {manifest.get('requirements', './requirements.txt')!r} "
+            f"blankly.json requirements {manifest.get('requirements', DEFAULT_REQUIREMENTS)!r} "
             f"is not in the zip (expected model/{reqs})"
         )
-    model_type = manifest.get("type", "strategy")
-    if model_type not in ("strategy", "screener"):
+    model_type = manifest.get("type", DEFAULT_MODEL_TYPE)
+    if model_type not in MODEL_TYPES:
         raise ZipRejected("blankly.json type must be 'strategy' or 'screener'")
     return ModelZipInfo(
         manifest=manifest,

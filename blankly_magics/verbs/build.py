@@ -28,12 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a requirements file merged into the inferred requirements.txt (its lines win)")
     p.add_argument("--python", metavar="X.Y", dest="python_version",
                    help="python_version for blankly.json (default: this interpreter's, e.g. 3.11)")
+    p.add_argument("--allow-undefined", action="append", default=[], metavar="NAME",
+                   help="a name made at run time (by a library, or setattr on the module) that the undefined-name "
+                   "check lets pass; repeatable (in the notebook: a line `#| blankly: allow-undefined NAME`)")
     p.add_argument("--allow-keys", action="store_true",
                    help="ship keys.json even when it holds real exchange keys (left out by default)")
     p.add_argument("--base-dir", metavar="DIR",
                    help="the model folder that relative paths are read from (default: the notebook's folder)")
     p.add_argument("--cells", metavar="N,N,...",
-                   help="export exactly these cells (0-based notebook positions), ignoring the tags and markers")
+                   help="export exactly these cells, numbered from 1 as JupyterLab shows them (markdown cells "
+                   "count), ignoring the tags and markers")
     p.add_argument("--type", choices=("strategy", "screener"), default="strategy", dest="model_type",
                    help="the model type written to blankly.json (default: strategy)")
     p.add_argument("--schedule", metavar="CRON", help="a screener's cron schedule for blankly.json")
@@ -42,10 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cells(text: str) -> list[int]:
+    """``--cells 1,3`` (numbered from 1, as JupyterLab shows them) as the export's positions from 0."""
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        numbers = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise BlanklyError(f"--cells takes comma-separated cell numbers, like 1,3,4 (got {text!r})") from None
+        numbers = [0]
+    if not numbers or min(numbers) < 1:
+        raise BlanklyError(f"--cells takes comma-separated cell numbers from 1, like 1,3,4 (got {text!r})")
+    return [n - 1 for n in numbers]
 
 
 def _json(text: str) -> Any:
@@ -64,7 +72,7 @@ def run(face: Face, args: argparse.Namespace) -> None:
         python_version=args.python_version, base_dir=Path(args.base_dir) if args.base_dir else None,
         backtest_args=_json(args.backtest_args) if args.backtest_args else None,
         select=_cells(args.cells) if args.cells else None,
-        extra=dict(allow_keys=args.allow_keys, model_type=args.model_type, schedule=args.schedule),
+        extra=dict(allow_keys=args.allow_keys, allow_undefined=args.allow_undefined, model_type=args.model_type, schedule=args.schedule),
     )
     bundle = source.build(face.feedback)
     written = save_zip(bundle, output, option="--output")

@@ -42,7 +42,7 @@ def model_source(args: argparse.Namespace, config: Any, cells: Any, *, entry: Op
     include: Sequence[Any] = list(config.include) + list(args.include or [])
     return ModelSource(cells, entry=entry, notebook_name=notebook_name, base_dir=base_dir, include=include,
                        requirements=args.requirements, python_version=python, backtest_args=backtest_args,
-                       save=args.save)
+                       save=args.save, extra=dict(allow_undefined=list(args.allow_undefined or [])))
 
 
 def deploy(face: Face, args: argparse.Namespace, source: ModelSource, *, kind: str, notebook: Optional[Path]) -> Any:

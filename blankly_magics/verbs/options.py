@@ -52,6 +52,10 @@ DEPLOY_OPTIONS: list[Option] = [
                           help="extra file or folder to ship (repeatable)"), BOTH),
     (("--requirements",), dict(metavar="FILE", help="requirements.txt to ship (default: inferred from the imports)"),
      BOTH),
+    (("--allow-undefined",), dict(metavar="NAME", action="append", default=[],
+                                  help="a name made at run time (by a library, or setattr on the module) that the "
+                                  "undefined-name check lets pass; repeatable (in a cell: "
+                                  "`#| blankly: allow-undefined NAME`)"), BOTH),
     (("--notebook",), dict(metavar="PATH", help="notebook file to take the cells from (default: found "
                            "automatically)"), (MAGIC,)),
     (("--dry-run",), dict(action="store_true", help="build and show the model, upload nothing"), BOTH),

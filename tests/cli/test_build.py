@@ -45,8 +45,9 @@ def test_a_problem_exits_2_names_the_cell_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 2
     assert printed.out == ""
-    assert printed.err.startswith("error: cannot build the model: ") and printed.err.count("\n") == 1  # one line
-    assert "`LIMIT`" in printed.err and "cell 0 (id " in printed.err and "cell 1 (id " in printed.err
+    assert "error: cannot build the model from" in printed.err
+    assert "cell 2 (`print(LIMIT)`), line 2: `LIMIT` is not defined" in printed.err
+    assert "defined in cell 1 (`LIMIT = 3`)" in printed.err and "(id " not in printed.err
     assert out.read_bytes() == b"previous build"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ipynb", "model.zip"]
 
@@ -55,7 +56,7 @@ def test_syntax_error_exit_code_and_message(tmp_path, capsys):
     nb = write_notebook(tmp_path / "syn.ipynb", ["#| blankly\nx = (1,\ny = 2"])
     assert main(["build", str(nb), "-o", str(tmp_path / "m.zip")]) == 2
     err = capsys.readouterr().err
-    assert "line 2: syntax error" in err and "cell 0 (id " in err
+    assert "cell 1 (`x = (1,`), line 2: syntax error" in err
     assert not (tmp_path / "m.zip").exists()
 
 
@@ -85,11 +86,11 @@ def test_help_explains_every_option(capsys):
 def test_cells_and_backtest_args_options(tmp_path):
     nb = write_notebook(tmp_path / "nb.ipynb", ["a = 1", "#| blankly\nb = 2", "print(a)"])
     out = tmp_path / "m.zip"
-    assert main(["build", str(nb), "-o", str(out), "--cells", "0,2", "--backtest-args", '{"to": "2y"}']) == 0
+    assert main(["build", str(nb), "-o", str(out), "--cells", "1,3", "--backtest-args", '{"to": "2y"}']) == 0
     with zipfile.ZipFile(out) as zf:
         script = zf.read("model/bot.py").decode()
         manifest = json.loads(zf.read("model/blankly.json"))
-    assert "# %% [cell 0," in script and "# %% [cell 2," in script and "# %% [cell 1," not in script
+    assert "# %% [cell 1," in script and "# %% [cell 3," in script and "# %% [cell 2," not in script
     assert manifest["backtest_args"] == {"to": "2y"}
 
 

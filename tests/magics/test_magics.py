@@ -152,7 +152,7 @@ def test_undefined_name_names_the_cell(cells, tmp_path):
     ])
     message = cells.fails(f"%%blankly_deploy --dry-run --notebook {nb}\nstrategy.start()")
     assert message.startswith("cannot build the model: ")
-    assert "exchange" in message and "cell 1" in message
+    assert "cell 2 (`strategy = blankly.Strategy(exchange)`), line 2: `exchange`" in message
 
 
 # ------------------------------------------------------------ dry run and --save (offline)
@@ -181,6 +181,7 @@ def test_dry_run_shows_summary_and_saves_the_zip(cells, rsi_notebook, tmp_path):
         == f"--save {tmp_path}/x.txt: give a file name ending in .zip, e.g. model.zip"
 
 
+@pytest.mark.blankly
 def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_csv):
     import shutil
 
@@ -200,6 +201,7 @@ def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_cs
     assert "def price_event" in bundle.script and "load_ext" not in bundle.script
 
 
+@pytest.mark.blankly
 def test_unsaved_edits_are_reported(cells, rsi_notebook):
     edited = RSI_LOGIC.replace("rsi[-1] < 30", "rsi[-1] < 25")
     for source in (RSI_IMPORTS, edited):

@@ -59,7 +59,7 @@ def test_deploy_cell_saved_in_the_notebook_runs_from_the_cli_zip(rsi_notebook, t
     assert build.returncode == 0, build.stderr
     with zipfile.ZipFile(zip_path) as zf:
         script = zf.read("model/bot.py").decode()
-    assert "# %% [entry point] the %%blankly_deploy cell (cell 5 (id " in script
+    assert "# %% [entry point] the %%blankly_deploy cell (cell 6)" in script
     proc = run_model(zip_path, tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sharpe Ratio" in proc.stdout and "Cumulative Returns" in proc.stdout

@@ -73,6 +73,7 @@ def test_an_rsi_backtest_over_http_equals_a_direct_run(local_server: ServerHandl
     assert other["finalAccountValue"] != result["finalAccountValue"]
 
 
+@pytest.mark.blankly
 def test_a_failing_model_over_http_reports_the_reason_and_its_traceback(
     local_server: ServerHandle, tmp_path: Path
 ) -> None:
@@ -86,6 +87,7 @@ def test_a_failing_model_over_http_reports_the_reason_and_its_traceback(
     assert get(local_server, "/backtest/result", backtestId=ids["backtestId"])["result"] is None
 
 
+@pytest.mark.blankly
 def test_a_live_model_over_http_runs_logs_is_replaced_and_killed(local_server: ServerHandle,
                                                                  tmp_path: Path) -> None:
     zip_path = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
@@ -116,6 +118,7 @@ def test_a_live_model_over_http_runs_logs_is_replaced_and_killed(local_server: S
     assert all(gone(p) for p in new_pids) and run_processes(local_server.data_dir) == []
 
 
+@pytest.mark.blankly
 def test_after_a_server_crash_live_models_run_again_and_nothing_is_orphaned(
     server_factory: Any, tmp_path: Path
 ) -> None:

@@ -49,6 +49,7 @@ def test_the_hook_dir_holds_only_the_hook() -> None:
     assert sorted(p.name for p in HOOK_DIR.iterdir() if p.name != "__pycache__") == ["blankly_external.py"]
 
 
+@pytest.mark.blankly
 def test_the_servers_own_environment_is_not_deployed() -> None:
     code = ("import importlib.util, blankly; "
             "print(importlib.util.find_spec('blankly_external') is None, blankly.is_deployed)")
@@ -58,6 +59,7 @@ def test_the_servers_own_environment_is_not_deployed() -> None:
     assert out.stdout.split() == ["True", "False"]
 
 
+@pytest.mark.blankly
 def test_blankly_sees_the_hook_as_the_platform(tmp_path: Path) -> None:
     script = ("import blankly, blankly_external\n"
               "print(blankly.is_deployed, blankly.reporter is blankly_external.Reporter)\n")
@@ -91,6 +93,7 @@ def test_a_script_that_only_defines_a_strategy_is_backtested_when_it_ends(tmp_pa
     assert json.loads((report / "backtest_result.json").read_text())["initial_account_value"] == 10000
 
 
+@pytest.mark.blankly
 def test_a_script_that_crashes_is_not_backtested_at_exit(tmp_path: Path) -> None:
     script = rsi_script("raise KeyError('oops')\n")
     proc, report = run_model(tmp_path, script, args=RSI_BACKTEST_ARGS)
@@ -99,6 +102,7 @@ def test_a_script_that_crashes_is_not_backtested_at_exit(tmp_path: Path) -> None
     assert not (report / "backtest_result.json").exists()
 
 
+@pytest.mark.blankly
 def test_live_reports_are_recorded_and_notifications_are_not_sent(tmp_path: Path) -> None:
     script = (
         "import math, blankly\n"
@@ -122,6 +126,7 @@ def test_live_reports_are_recorded_and_notifications_are_not_sent(tmp_path: Path
     assert "email recorded (not sent" in proc.stdout
 
 
+@pytest.mark.blankly
 def test_results_are_made_json_safe(tmp_path: Path) -> None:
     script = (
         "import json, blankly_external as h\n"

@@ -109,6 +109,7 @@ def test_a_script_that_calls_backtest_itself_gets_the_uploaded_args_merged(
     assert result["stop_time"] <= time.mktime((2011, 6, 2, 0, 0, 0, 0, 0, -1))  # the script's own end_date kept
 
 
+@pytest.mark.blankly
 def test_a_model_that_raises_fails_with_its_traceback(runner: Runner, recorder: Recorder,
                                                       tmp_path: Path) -> None:
     script = "def setup():\n    raise ValueError('no prices for GOOG-USD')\n\nsetup()\n"
@@ -123,6 +124,7 @@ def test_a_model_that_raises_fails_with_its_traceback(runner: Runner, recorder: 
     assert "Traceback (most recent call last)" in log and "in setup" in log
 
 
+@pytest.mark.blankly
 def test_a_script_without_a_backtest_fails_with_no_result(runner: Runner, recorder: Recorder,
                                                           tmp_path: Path) -> None:
     zip_path = model_zip(tmp_path / "quiet.zip", "print('nothing to see')\n", prices=False)
@@ -133,6 +135,7 @@ def test_a_script_without_a_backtest_fails_with_no_result(runner: Runner, record
     assert "nothing to see" in runner.backtest_log("bt-quiet").read_text()
 
 
+@pytest.mark.blankly
 def test_the_model_gets_the_platform_environment_and_nothing_of_the_servers(runner: Runner, recorder: Recorder,
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SECRET_TOKEN", "s3cr3t-value")
@@ -166,6 +169,7 @@ def test_the_model_gets_the_platform_environment_and_nothing_of_the_servers(runn
     assert seen["cwd"] == "/blankly/model/sub"
 
 
+@pytest.mark.blankly
 def test_a_model_past_the_time_limit_is_stopped(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
     script = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
     zip_path = model_zip(tmp_path / "sleep.zip", script, prices=False)
@@ -177,6 +181,7 @@ def test_a_model_past_the_time_limit_is_stopped(runner: Runner, recorder: Record
     assert run_processes(tmp_path) == []
 
 
+@pytest.mark.blankly
 def test_a_model_past_the_memory_cap_is_stopped(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
     script = (
         "import time\nhog = []\n"
@@ -193,6 +198,7 @@ def test_a_model_past_the_memory_cap_is_stopped(runner: Runner, recorder: Record
     assert "survived" not in runner.backtest_log("bt-hog").read_text()
 
 
+@pytest.mark.blankly
 def test_cancel_stops_a_running_backtest_and_skips_a_queued_one(tmp_path: Path, recorder: Recorder) -> None:
     r = Runner(tmp_path / "data", recorder.on_backtest, recorder.on_live, max_workers=1, grace=2.0)
     r.start()
@@ -217,6 +223,7 @@ def test_cancel_stops_a_running_backtest_and_skips_a_queued_one(tmp_path: Path, 
     assert run_processes(tmp_path) == []
 
 
+@pytest.mark.blankly
 def test_a_python_this_machine_lacks_fails_before_running(runner: Runner, recorder: Recorder,
                                                           tmp_path: Path) -> None:
     script = "open('ran.marker', 'w').write('ran')\n"
@@ -247,6 +254,7 @@ def test_requirements_pip_cannot_satisfy_fail_and_the_script_never_starts(
     assert not envs_dir.exists() or list(envs_dir.iterdir()) == []
 
 
+@pytest.mark.blankly
 def test_a_bad_backtest_id_is_refused(runner: Runner, tmp_path: Path) -> None:
     zip_path = model_zip(tmp_path / "x.zip", "print(1)\n", prices=False)
     with pytest.raises(ValueError, match="cannot name a run directory"):
@@ -266,6 +274,7 @@ def _read(path: Path) -> str:
         return ""
 
 
+@pytest.mark.blankly
 def test_a_live_model_runs_logs_and_is_killed(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
     zip_path = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
     runner.deploy(live_job(zip_path))
@@ -310,6 +319,7 @@ def _modes(root: Path) -> dict[str, str]:
 ACCOUNT_FILES = {"sandbox/passwd": "0o644", "sandbox/group": "0o644"}
 
 
+@pytest.mark.blankly
 def test_everything_the_runner_writes_is_private_and_the_model_still_reads_and_runs_its_copy(
     recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -365,6 +375,7 @@ def test_an_older_runners_open_folders_are_closed_at_start(recorder: Recorder, t
     assert set(modes.values()) == {"0o700"}
 
 
+@pytest.mark.blankly
 def test_a_redeploy_replaces_the_running_process(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
     zip_path = model_zip(tmp_path / "tick.zip", TICKER, prices=False)
     runner.deploy(live_job(zip_path, version_id="v1"))
@@ -381,6 +392,7 @@ def test_a_redeploy_replaces_the_running_process(runner: Runner, recorder: Recor
     assert len(run_processes(tmp_path)) == 1
 
 
+@pytest.mark.blankly
 def test_a_crashing_model_is_restarted_then_left_crashed(runner: Runner, recorder: Recorder,
                                                          tmp_path: Path) -> None:
     script = "print('starting up')\nraise RuntimeError('exchange keys missing')\n"
@@ -409,6 +421,7 @@ def test_a_screener_runs_on_its_schedule(runner: Runner, recorder: Recorder, tmp
     assert recorder.live_state("scr")["state"] == "stopped"
 
 
+@pytest.mark.blankly
 def test_a_screener_with_a_bad_schedule_is_crashed_with_the_reason(
     runner: Runner, recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -438,6 +451,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.blankly
 @pytest.mark.parametrize("confined", [True, False], ids=["confined", "unconfined"])
 def test_a_killed_servers_runs_end_and_the_next_runner_closes_them(
     tmp_path: Path, recorder: Recorder, confined: bool
@@ -482,6 +496,7 @@ def test_a_killed_servers_runs_end_and_the_next_runner_closes_them(
             psutil.Process(pid).kill()
 
 
+@pytest.mark.blankly
 def test_shutdown_stops_every_child(tmp_path: Path, recorder: Recorder) -> None:
     r = Runner(tmp_path / "data", recorder.on_backtest, recorder.on_live, max_workers=1, grace=1.0)
     r.start()

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from blankly_magics import bundle as bundle_module
-from blankly_magics.bundle import BuildError, build_bundle
-from blankly_magics.export import cells_from_sources
+from blankly_magics.export import BuildError, build_bundle, cells_from_sources
+from blankly_magics.export import collect
 from blankly_magics.server.zipcheck import inspect_model_zip
-from tests.fixtures_notebooks import PRICES_CSV, RSI_ENTRY, rsi_cells, write_notebook
+from tests.fixtures_notebooks import BLANKLY_PIN, PRICES_CSV, RSI_ENTRY, rsi_cells, write_notebook
 
-BLANKLY_PIN = "blankly==" + metadata.version("blankly")
 REAL_KEY = "PK7Q2M9Z4R8T1W6Y3B5N"
 REAL_SECRET = "s3cr3tVa1ueThatIsLongEnough42"
 
@@ -206,14 +204,21 @@ def test_data_files_named_in_the_code_are_included(tmp_path, monkeypatch):
         "#| blankly\nimport pandas as pd\nprices = pd.read_csv('./GOOG-USD-1d.csv')",
         f"#| blankly\nother = pd.read_csv('big.csv')\nabsolute = '{tmp_path / 'abs.csv'}'",
     ]
-    monkeypatch.setattr(bundle_module, "AUTO_INCLUDE_LIMIT", 40_000)
+    monkeypatch.setattr(collect, "AUTO_INCLUDE_LIMIT", 40_000)
     b = build_bundle(simple_notebook(proj, cells))
     assert "GOOG-USD-1d.csv" in [f.path for f in b.files]
     assert "big.csv" not in [f.path for f in b.files]
-    assert any(n.startswith("included GOOG-USD-1d.csv: cell 0 (id ") for n in b.notes)
+    assert "included GOOG-USD-1d.csv: cell 1 (`import pandas as pd`), line 3 names it" in b.notes
     assert any("`big.csv`" in w and "not included automatically" in w for w in b.warnings)
     assert any(f"`{tmp_path / 'abs.csv'}` is an absolute path" in w for w in b.warnings)
     assert "pandas==" + metadata.version("pandas") in b.requirements
+
+
+def test_only_missing_data_files_are_warned_about(tmp_path):
+    cells = ["#| blankly\nimport logging\nlog = logging.getLogger('blankly.strategy')\nprices = 'prices/GOOG.csv'"]
+    b = build_bundle(simple_notebook(tmp_path, cells))
+    assert len(b.warnings) == 1
+    assert "line 4: `prices/GOOG.csv` is not in the model folder" in b.warnings[0]
 
 
 def test_local_modules_are_included_and_their_imports_required(tmp_path):
@@ -232,7 +237,8 @@ def test_local_modules_are_included_and_their_imports_required(tmp_path):
         build_bundle(nb)
     assert err.value.problems == [
         "helpers.py, line 1: module `surely_not_installed_mod` is imported but no installed distribution "
-        "provides it; install it here, or name its distribution in the requirements (--requirements FILE)"
+        "provides it; install it here, or name its distribution in the requirements "
+        "(a `!pip install` line in a cell, or --requirements FILE)"
     ]
 
 
@@ -291,7 +297,10 @@ def test_user_blankly_json_credentials_never_reach_the_zip(tmp_path):
 
 def test_secret_literal_in_code_is_a_warning_without_the_value(tmp_path):
     b = build_bundle(simple_notebook(tmp_path, [f"#| blankly\nALPACA_API_KEY = '{REAL_KEY}'"]))
-    assert len(b.warnings) == 1 and "`ALPACA_API_KEY`" in b.warnings[0] and "cell 0 (id " in b.warnings[0]
+    assert b.warnings == [
+        "cell 1 (`ALPACA_API_KEY = '***'`), line 2: `ALPACA_API_KEY` is set to a literal that looks like a secret "
+        "(20 characters); it would be stored in the model zip. Read it from an environment variable or keys.json instead"
+    ]
     assert REAL_KEY not in b.summary()
 
 
@@ -338,9 +347,9 @@ def test_build_error_lists_each_problem_naming_its_cell(tmp_path):
         build_bundle(nb, python_version="3")
     problems = err.value.problems
     assert any(p.startswith("python version '3'") for p in problems)
-    assert any("`THRESHOLD`" in p and "cell 0 (id " in p and p.startswith("cell 1 (id ") for p in problems)
+    assert any("`THRESHOLD`" in p and "in cell 1 (`THRESHOLD = 30`)" in p and p.startswith("cell 2 (") for p in problems)
     assert any("`not_installed_anywhere_x`" in p and ", line 2:" in p for p in problems)
-    assert str(err.value).startswith("the model cannot be built:\n  - ")
+    assert str(err.value).startswith("the model cannot be built: python version '3'")
 
 
 def test_cells_from_a_kernel_build_with_base_dir_and_explicit_selection(tmp_path):
@@ -357,7 +366,7 @@ def test_summary_says_what_went_in(rsi_notebook):
     b = build_bundle(rsi_notebook, entry=RSI_ENTRY)
     text = b.summary()
     assert text.splitlines()[0] == "Model from rsi.ipynb: 3 cell(s) taken (marked)"
-    assert "  cell 2" not in text and "cell 3 (id " in text and "`#| blankly`" in text
+    assert "  cell 3" not in text and "  cell 4 (`def init(symbol, state: StrategyState):`): `#| blankly`" in text
     assert 'entry point: the given entry point, under `if __name__ == "__main__":`' in text
     assert "Files (6, 37." in text and "GOOG-USD-1d.csv" in text and "33.3 KB" in text
     assert f"Requirements: {BLANKLY_PIN}, numpy<2" in text

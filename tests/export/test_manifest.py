@@ -7,15 +7,21 @@ import sys
 
 import pytest
 
-from blankly_magics import manifest as mf
+from blankly_magics import requirement_lines as rl
+from blankly_magics.export import distributions, manifest as mf
+from blankly_magics.export.requirements import resolve_requirements
+from blankly_magics.export.result import ImportRef
+from blankly_magics.modelzip import DEFAULT_DEPLOY_SETTINGS
+from tests.fixtures_notebooks import BLANKLY_PIN
 
 
+@pytest.mark.blankly
 def test_embedded_defaults_match_the_installed_blankly():
     from blankly.utils import utils
 
     assert mf.DEFAULT_GENERAL_SETTINGS == utils.default_general_settings
     assert mf.DEFAULT_BACKTEST_SETTINGS == utils.default_backtest_settings
-    assert mf.DEFAULT_DEPLOY_SETTINGS == utils.default_deploy_settings
+    assert DEFAULT_DEPLOY_SETTINGS == utils.default_deploy_settings
 
 
 def test_written_backtest_settings_are_headless_and_otherwise_blanklys():
@@ -65,6 +71,15 @@ def test_running_python_is_major_minor():
     assert mf.running_python() == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def test_a_model_asks_for_this_python_or_the_newest_blankly_installs_on():
+    python, note = mf.default_python()
+    if sys.version_info[:2] <= (3, 11):
+        assert (python, note) == (mf.running_python(), None)
+    else:
+        assert python == "3.11"
+        assert note.startswith(f"blankly.json says python_version 3.11, not this interpreter's {mf.running_python()}")
+
+
 @pytest.mark.parametrize(
     "content, secret",
     [
@@ -85,15 +100,15 @@ def test_unreadable_keys_json_counts_as_secret():
 
 
 def imports(*modules, optional=False):
-    return [(m, optional, f"cell {i}, line 1") for i, m in enumerate(modules)]
+    return [ImportRef(m, optional, f"cell {i}, line 1") for i, m in enumerate(modules)]
 
 
 def test_import_names_map_to_installed_distributions_and_are_pinned():
-    reqs = mf.resolve_requirements(imports("yaml", "dateutil.parser", "blankly"))
+    reqs = resolve_requirements(imports("yaml", "dateutil.parser", "blankly"))
     expected = {
         "PyYAML==" + metadata.version("PyYAML"),
         "python-dateutil==" + metadata.version("python-dateutil"),
-        "blankly==" + metadata.version("blankly"),
+        BLANKLY_PIN,
         "numpy<2",
     }
     assert set(reqs.lines) == expected
@@ -101,36 +116,38 @@ def test_import_names_map_to_installed_distributions_and_are_pinned():
 
 
 def test_stdlib_and_local_modules_are_left_out_but_blankly_is_always_there():
-    reqs = mf.resolve_requirements(imports("os", "json", "__future__", "collections.abc", "helpers"), local_modules={"helpers"})
-    assert reqs.lines == ["blankly==" + metadata.version("blankly"), "numpy<2"]
+    reqs = resolve_requirements(imports("os", "json", "__future__", "collections.abc", "helpers"), local_modules={"helpers"})
+    assert reqs.lines == [BLANKLY_PIN, "numpy<2"]
 
 
+@pytest.mark.blankly
 def test_imported_numpy_is_pinned_to_the_installed_version_below_2():
     version = metadata.version("numpy")
     assert int(version.split(".")[0]) < 2  # this environment runs blankly
-    reqs = mf.resolve_requirements(imports("numpy"))
+    reqs = resolve_requirements(imports("numpy"))
     assert f"numpy=={version}" in reqs.lines and "numpy<2" not in reqs.lines
 
 
 def test_an_import_nothing_provides_is_a_problem_naming_where():
-    reqs = mf.resolve_requirements(imports("os", "surely_not_installed_mod"))
+    reqs = resolve_requirements(imports("os", "surely_not_installed_mod"))
     assert reqs.problems == [
         "cell 1, line 1: module `surely_not_installed_mod` is imported but no installed distribution provides it; "
-        "install it here, or name its distribution in the requirements (--requirements FILE)"
+        "install it here, or name its distribution in the requirements "
+        "(a `!pip install` line in a cell, or --requirements FILE)"
     ]
 
 
 def test_unresolved_import_is_fine_when_the_requirements_name_it_or_it_is_optional():
-    named = mf.resolve_requirements(imports("surely_not_installed_mod"), user_lines=["surely-not-installed-mod>=1"])
+    named = resolve_requirements(imports("surely_not_installed_mod"), user_lines=["surely-not-installed-mod>=1"])
     assert named.problems == [] and "surely-not-installed-mod>=1" in named.lines
-    from_pip = mf.resolve_requirements(imports("ta"), notebook_lines=[("ta==0.10.2", "cell 0, line 1")])
+    from_pip = resolve_requirements(imports("ta"), notebook_lines=[("ta==0.10.2", "cell 0, line 1")])
     assert from_pip.problems == [] and "ta==0.10.2" in from_pip.lines
-    optional = mf.resolve_requirements(imports("surely_not_installed_mod", optional=True))
+    optional = resolve_requirements(imports("surely_not_installed_mod", optional=True))
     assert optional.problems == [] and any("optional import" in n for n in optional.notes)
 
 
 def test_user_requirements_win_per_normalised_name():
-    reqs = mf.resolve_requirements(
+    reqs = resolve_requirements(
         imports("yaml", "blankly"),
         user_lines=["pyyaml==5.4.1", "Blankly>=1.18", "--extra-index-url https://example.org/simple", "numpy==1.26.4"],
     )
@@ -138,7 +155,7 @@ def test_user_requirements_win_per_normalised_name():
 
 
 def test_notebook_pip_lines_are_pinned_when_installed_and_kept_when_specific():
-    reqs = mf.resolve_requirements(
+    reqs = resolve_requirements(
         imports(),
         notebook_lines=[("PyYAML", "cell 0, line 1"), ("requests>=2", "cell 0, line 2")],
     )
@@ -150,22 +167,22 @@ def test_requirement_files_are_read_with_comments_continuations_and_nested_files
     (tmp_path / "base.txt").write_text("pandas>=2  # data\n")
     main = tmp_path / "requirements.txt"
     main.write_text("# top\n-r base.txt\n\nta==0.10.2 \\\n  ; python_version>'3'\n")
-    lines, problems = mf.read_requirement_lines(main)
+    lines, problems = rl.read_requirement_lines(main)
     assert problems == []
     assert lines == ["pandas>=2", "ta==0.10.2    ; python_version>'3'"]
-    missing, problems = mf.read_requirement_lines(tmp_path / "nope.txt")
+    missing, problems = rl.read_requirement_lines(tmp_path / "nope.txt")
     assert missing == [] and problems == [f"requirements file {tmp_path / 'nope.txt'} does not exist"]
 
 
 def test_normalize_name_follows_pep_503():
-    assert mf.normalize_name("Python_Dateutil") == mf.normalize_name("python.dateutil") == "python-dateutil"
-    assert mf.requirement_name("PyYAML[extra]>=6 ; python_version>'3'") == "pyyaml"
-    assert mf.requirement_name("git+https://host/repo.git#egg=My_Pkg") == "my-pkg"
-    assert mf.requirement_name("--index-url https://x") is None
+    assert rl.canonical_name("Python_Dateutil") == rl.canonical_name("python.dateutil") == "python-dateutil"
+    assert rl.requirement_name("PyYAML[extra]>=6 ; python_version>'3'") == "pyyaml"
+    assert rl.requirement_name("git+https://host/repo.git#egg=My_Pkg") == "my-pkg"
+    assert rl.requirement_name("--index-url https://x") is None
 
 
 def test_distributions_for_uses_the_installed_metadata():
-    assert mf.distributions_for("yaml") == ["PyYAML"]
-    assert mf.distributions_for("dateutil.tz") == ["python-dateutil"]
-    assert mf.distributions_for("surely_not_installed_mod") == []
-    assert mf.is_stdlib("asyncio.tasks") and not mf.is_stdlib("yaml")
+    assert distributions.distributions_for("yaml") == ["PyYAML"]
+    assert distributions.distributions_for("dateutil.tz") == ["python-dateutil"]
+    assert distributions.distributions_for("surely_not_installed_mod") == []
+    assert distributions.is_stdlib("asyncio.tasks") and not distributions.is_stdlib("yaml")

@@ -27,7 +27,7 @@ def test_notebook_backtests_through_the_embedded_server(tmp_path, monkeypatch, p
     from nbclient import NotebookClient
 
     from blankly_magics import embedded
-    from blankly_magics.manifest import default_backtest_bytes, default_settings_bytes
+    from blankly_magics.export.manifest import default_backtest_bytes, default_settings_bytes
 
     home = tmp_path / "magics-home"
     folder = tmp_path / "project"

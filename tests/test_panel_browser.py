@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from blankly_magics import manifest
+from blankly_magics.export import manifest
 from tests.benchmarks.harness import stop_process
 from tests.fixtures_notebooks import PRICES_CSV, REPO, rsi_cells, write_notebook
 from tests.fixtures_server import wait_for

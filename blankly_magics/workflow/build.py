@@ -16,7 +16,7 @@ from ..errors import BlanklyError
 from .feedback import Feedback
 
 if TYPE_CHECKING:
-    from ..bundle import Bundle
+    from ..export import Bundle
 
 Source = Union[Sequence[Any], str, Path]  # cells (export.Cell), their sources, or a notebook's path
 
@@ -31,7 +31,7 @@ class BuildFailed(BlanklyError):
 
 def _pipeline_errors(exc: BaseException) -> Optional[BuildFailed]:
     """The pipeline's own exceptions as a BuildFailed (None for anything else)."""
-    from ..bundle import BuildError
+    from ..export import BuildError
     from ..export import ExportError
 
     if isinstance(exc, BuildError):
@@ -77,7 +77,7 @@ def build_model(source: Source, **options: Any) -> "Bundle":
     """The checked model (``bundle.Bundle``, nothing written yet). ``options`` are the pipeline's:
     entry, notebook_name, base_dir, include, requirements, python_version, allow_keys,
     model_type, schedule, backtest_args, model_id, project_id, select."""
-    from ..bundle import build_bundle
+    from ..export import build_bundle
 
     return _calling(build_bundle, source, **options)
 

@@ -20,7 +20,7 @@ from .memory import Memory
 from .target import Target, remember
 
 if TYPE_CHECKING:
-    from ..bundle import Bundle
+    from ..export import Bundle
     from ..session import Session
 
 STOP_GRACE = 10.0  # seconds a stopped upload has to notice it (its next chunk raises)

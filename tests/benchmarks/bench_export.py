@@ -25,7 +25,7 @@ GOAL_RATIO = 0.2  # at least 5x faster
 
 
 def ours(notebook: Path, out: Path, entry: str | None) -> Callable[[], float]:
-    from blankly_magics.bundle import build_bundle
+    from blankly_magics.export import build_bundle
 
     def once() -> float:
         started = time.perf_counter()

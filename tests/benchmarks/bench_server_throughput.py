@@ -26,7 +26,7 @@ ROUND_TIMEOUT = 60.0  # seconds: a round stops here even if not all its uploads 
 
 
 def tiny_model(folder: Path) -> bytes:
-    from blankly_magics.bundle import build_bundle
+    from blankly_magics.export import build_bundle
 
     folder.mkdir(parents=True, exist_ok=True)
     return build_bundle(["print('a tiny model')\n"], base_dir=folder).zip_bytes()

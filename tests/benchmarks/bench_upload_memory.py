@@ -73,7 +73,7 @@ def write_random(path: Path, size: int) -> None:
 
 
 def build_big_model(folder: Path, size: int) -> tuple[Path, int]:
-    from blankly_magics.bundle import build_bundle
+    from blankly_magics.export import build_bundle
 
     model = folder / "model"
     model.mkdir(parents=True)

@@ -45,7 +45,7 @@ def test_a_problem_exits_2_names_the_cell_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 2
     assert printed.out == ""
-    assert "error: cannot build the model from" in printed.err
+    assert printed.err.startswith("error: cannot build the model: ") and printed.err.count("\n") == 1  # one line
     assert "cell 2 (`print(LIMIT)`), line 2: `LIMIT` is not defined" in printed.err
     assert "defined in cell 1 (`LIMIT = 3`)" in printed.err and "(id " not in printed.err
     assert out.read_bytes() == b"previous build"

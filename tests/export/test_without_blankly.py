@@ -10,15 +10,17 @@ import zipfile
 from pathlib import Path
 
 import packaging
+import traitlets
 
 from tests.fixtures_notebooks import REPO, RSI_ENTRY
 
 
 def test_a_blankly_model_builds_where_blankly_is_not_installed(rsi_notebook: Path, tmp_path: Path) -> None:
     # `python -S`: no site-packages, so neither blankly nor its metadata is there; the build
-    # needs only the package and `packaging`, given on PYTHONPATH.
+    # needs only the package and the dependencies it imports on this path, given on PYTHONPATH.
     libs = tmp_path / "libs"
-    shutil.copytree(Path(packaging.__file__).parent, libs / "packaging")
+    for module in (packaging, traitlets):
+        shutil.copytree(Path(module.__file__).parent, libs / module.__name__)
     entry = tmp_path / "entry.py"
     entry.write_text(RSI_ENTRY)
     out = tmp_path / "model.zip"

@@ -185,7 +185,7 @@ def test_dry_run_shows_summary_and_saves_the_zip(cells, rsi_notebook, tmp_path):
 def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_csv):
     import shutil
 
-    from blankly_magics.manifest import default_backtest_bytes, default_settings_bytes
+    from blankly_magics.export.manifest import default_backtest_bytes, default_settings_bytes
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(prices_csv, tmp_path / prices_csv.name)  # the cells really run, as in a kernel

@@ -77,7 +77,7 @@ def test_cells_are_ticked_by_the_export_rules_and_preview_builds_without_signing
     panel = make_panel()
     ticks = {box.cell_index: box.value for box in panel.cells.boxes}
     assert ticks == {1: True, 2: False, 3: True, 4: True}  # the #| blankly cells; markdown not offered
-    assert panel.cells.boxes[1].description.startswith("cell 2: import pandas as pd")
+    assert panel.cells.boxes[1].description.startswith("cell 3 (`import pandas as pd`)")
     assert "strategy.start()" in panel.cells.entry_input.value  # the Strategy the cells bind
     assert panel.cells.files_select.options == ("GOOG-USD-1d.csv",)
     assert "Not signed in" in panel.status_text and panel.sign_in.sign_in_form.layout.display != "none"

@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from blankly_magics.bundle import build_bundle
+from blankly_magics.export import build_bundle
 from blankly_magics.server.zipcheck import inspect_model_zip, safe_extract
 from tests.fixtures_notebooks import RSI_ENTRY
 

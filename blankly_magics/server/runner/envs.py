@@ -115,18 +115,6 @@ def python_versions() -> list[str]:
 
 # ---------------------------------------------------------------- requirements
 
-def _requirement_lines(text: str) -> list[str]:
-    """Requirement specifiers from a requirements file; options (-r, -e, --index-url) kept as-is."""
-    lines = []
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if line.startswith("#"):
-            line = ""
-        if line:
-            lines.append(line)
-    return lines
-
-
 def satisfied_here(requirements_text: str) -> bool:
     """True when every requirement is already met by the server's environment.
 
@@ -135,16 +123,11 @@ def satisfied_here(requirements_text: str) -> bool:
     """
     from importlib import metadata
 
-    from packaging.requirements import InvalidRequirement, Requirement
+    from ...requirement_lines import parse_requirement, requirement_lines
 
-    for line in _requirement_lines(requirements_text):
-        if line.startswith("-"):
-            return False
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            return False
-        if req.url:
+    for line in requirement_lines(requirements_text):
+        req = parse_requirement(line)
+        if req is None or req.url:
             return False
         if req.marker is not None and not req.marker.evaluate():
             continue

@@ -25,6 +25,8 @@ ROWS = (
     "export: quickstart.ipynb",
     "upload memory: 20 MB bundle",
     "server throughput: 8 threads",
+    "multipart: quickstart zip",
+    "multipart: 1 MB zip",
     "backtest e2e: quickstart",
 )
 

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "export": "bench_export",
     "upload_memory": "bench_upload_memory",
     "server_throughput": "bench_server_throughput",
+    "multipart": "bench_multipart",
     "backtest_e2e": "bench_backtest_e2e",
 }
 

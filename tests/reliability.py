@@ -1,4 +1,4 @@
-"""The reliability campaign's shared recorder: tests write the figures they proved.
+"""The reliability tests' shared recorder: tests write the figures they proved.
 
     from tests.reliability import record
     record("bad input", "upload routes (hypothesis)", what="...", cases=210, statuses={"400": 150})
@@ -6,8 +6,8 @@
 Figures land in ``test-artifacts/reliability.json`` (``$RELIABILITY_JSON`` overrides it),
 merged under a file lock and written atomically, so tests in any order (or in parallel)
 each add their own entry. A test records only after its assertions passed: what is in the
-file was shown to hold. ``tests/report_reliability.py`` turns the file into the README's
-reliability section.
+file was shown to hold. ``tests/report_reliability.py`` turns the file into the docs'
+reliability page (docs/reliability.md).
 """
 from __future__ import annotations
 

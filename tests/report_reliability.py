@@ -1,10 +1,10 @@
-"""Turn the reliability record (test-artifacts/reliability.json) into the README's section.
+"""Turn the reliability record (test-artifacts/reliability.json) into the docs' reliability page.
 
-    python tests/report_reliability.py                       # markdown on stdout
-    python tests/report_reliability.py --out /work/notes/reliability.md
+    python tests/report_reliability.py                            # markdown on stdout
+    python tests/report_reliability.py --out docs/reliability.md  # the page the docs site shows
 
 The tests write the figures (tests/reliability.py) only after their assertions held, so
-this section says what the last run of the reliability tests showed: run them first:
+the page says what the last run of the reliability tests showed: run them first:
 
     python -m pytest tests/test_hostile_server.py tests/test_hostile_auth.py \\
         tests/test_hostile_client.py tests/server/test_faults.py tests/test_load.py tests/test_secrets_scan.py
@@ -12,14 +12,13 @@ this section says what the last run of the reliability tests showed: run them fi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from blankly_magics.files import atomic_write  # noqa: E402
 from tests.reliability import SECTIONS, artifact_path, load  # noqa: E402
 
 TITLES = {
@@ -65,20 +64,31 @@ def _cell(text: str) -> str:
 
 def render(data: dict[str, Any]) -> str:
     sections = data.get("sections", {})
-    lines = [
-        "## Reliability",
+    intro = [
+        "# Reliability",
         "",
-        "What the reliability tests showed on their last run, written by the tests themselves "
-        "(`tests/reliability.py`) and turned into this section by `python tests/report_reliability.py`. "
-        f"Re-run them with `python -m pytest {TESTS}`.",
+        "<!-- Written by `python tests/report_reliability.py --out docs/reliability.md`: "
+        "edit the tests or the script, not this file. -->",
+        "",
+        "What the reliability tests showed on their last run: hostile input at every route, faults "
+        "on the whole path (killed servers, broken networks, full and read-only disks, interrupts), "
+        "load on loopback and a scan for secrets. The tests record these figures themselves "
+        "(`tests/reliability.py`), and only once their assertions held; this page is written from "
+        "that record. Reproduce them with:",
+        "",
+        "```bash",
+        f"python -m pytest {TESTS}",
+        "python tests/report_reliability.py --out docs/reliability.md",
+        "```",
         "",
     ]
+    lines: list[str] = []
     totals = {"cases": 0, "survived": 0}
     for section in SECTIONS:
         checks = sections.get(section) or {}
         if not checks:
             continue
-        lines += [f"### {TITLES[section]}", "", "| check | what held | figures |", "| --- | --- | --- |"]
+        lines += [f"## {TITLES[section]}", "", "| check | what held | figures |", "| --- | --- | --- |"]
         for name, entry in sorted(checks.items()):
             totals["cases"] += int(entry.get("cases", 0) or 0)
             totals["survived"] += int(entry.get("survived", 0) or 0)
@@ -90,15 +100,14 @@ def render(data: dict[str, Any]) -> str:
     missing = [s for s in SECTIONS if not sections.get(s)]
     summary = (f"In all: {totals['cases']} hostile inputs refused cleanly, {totals['survived']} faults survived"
                + (f"; no figures yet for: {', '.join(missing)}" if missing else "") + ".")
-    lines.insert(4, summary)
-    lines.insert(5, "")
+    lines = [*intro, summary, "", *lines]
     if data.get("updatedAt"):
         lines.append(f"_Last recorded: {data['updatedAt']}._")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render the reliability record as the README's markdown section.")
+    parser = argparse.ArgumentParser(description="Render the reliability record as the docs' reliability page.")
     parser.add_argument("--json", type=Path, default=None, help=f"the record (default {artifact_path()})")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here (atomically) instead of stdout")
     args = parser.parse_args(argv)
@@ -111,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(text)
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{args.out.name}.", dir=str(args.out.parent))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, text, mode=0o644)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,4 +1,5 @@
-"""The README's first command, run as written in a fresh virtual environment, so it cannot rot."""
+"""The README: short, opening with the two commands for a fresh machine, and the first one
+run as written in a fresh virtual environment, so it cannot rot."""
 from __future__ import annotations
 
 import os
@@ -11,23 +12,57 @@ import pytest
 
 from tests.fixtures_notebooks import REPO
 
+README = REPO / "README.md"
+MAX_LINES = 250
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block, in order."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+
 
 def readme_commands() -> list[str]:
     """The command of each ```bash block of the README, in order (comments dropped)."""
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     return [
-        " && ".join(ln.strip() for ln in b.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
-        for b in blocks
+        " && ".join(ln.strip() for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
+        for lang, body in fenced_blocks(README.read_text()) if lang == "bash"
     ]
 
 
+def test_readme_stays_short() -> None:
+    lines = README.read_text().splitlines()
+    assert len(lines) <= MAX_LINES, f"README.md has {len(lines)} lines; the manual belongs in docs/"
+
+
 def test_readme_opens_with_the_main_job_and_the_test_command() -> None:
-    first, second = readme_commands()[:2]
-    assert "run_quickstart.py" in first
-    assert "pytest" in second
+    text = README.read_text()
+    blocks = fenced_blocks(text)
+    assert [lang for lang, _ in blocks[:2]] == ["bash", "bash"], "the README must open with two bash blocks"
+    assert [lang for lang, _ in blocks].count("bash") == 2, "only the two commands are bash blocks"
+    # Nothing but the title and a few lines of what it is come before them.
+    assert text.index("```bash") < 600
+    first, second = readme_commands()
+    assert "run_quickstart.py" in first and "pip install" in first
+    assert second.startswith("pip install") and "python -m pytest" in second
+
+
+def test_ci_runs_the_readme_test_command_as_written() -> None:
+    """.ci/run extracts the second block's first command line; run that extraction here."""
     ci = (REPO / ".ci" / "run").read_text()
-    assert "README.md" in ci  # CI runs the README's own test command, not a copy
+    extract = re.search(r"test_cmd=\$\((awk .*README\.md)\)", ci)
+    assert extract, "`.ci/run` no longer takes its test command from the README"
+    got = subprocess.run(["bash", "-c", extract.group(1)], cwd=REPO, capture_output=True, text=True, check=True)
+    second_block = [body for lang, body in fenced_blocks(README.read_text()) if lang == "bash"][1]
+    first_line = next(ln for ln in second_block.splitlines() if ln.strip() and not ln.startswith("#"))
+    assert got.stdout.strip() == first_line.strip() == readme_commands()[1]
+
+
+def test_readme_links_lead_to_files_in_the_repository() -> None:
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    assert local, "the README links into the docs"
+    missing = [t for t in local if not (REPO / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
 
 
 @pytest.mark.slow

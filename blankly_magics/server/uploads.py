@@ -2,9 +2,9 @@
 in place for good.
 
 Starlette's own form parser spools files to the system temp dir and has no cap
-on a file's size, so the body is split here, chunk by chunk, by a small streaming
-parser: the zip (hashed on the way) is held in memory while it is small, and
-otherwise goes to a 0600 temp file under the data dir as it arrives; small text
+on a file's size, so the body is taken here, chunk by chunk, from python-multipart's
+streaming parser: the zip (hashed on the way) is held in memory while it is small,
+and otherwise goes to a 0600 temp file under the data dir as it arrives; small text
 fields are kept in memory with their own caps, and the upload stops with 413 the
 moment it passes the limit. Nothing large is held whole. Once checked, the zip is
 written, fsynced and renamed into place by one writer thread (``place``, ``Writer``).
@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
 
-from python_multipart.multipart import parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELD = "model"
 MAX_FIELDS = 100
 MAX_FIELD_BYTES = 1 << 20  # a text field (backtestArgs, descriptions) stays under 1 MiB
 FORM_OVERHEAD = 2 << 20  # room for the text fields and part headers beside the zip
 MEMORY_LIMIT = 64 * 1024  # a zip up to this size stays in memory (no temp file to create)
-MAX_PART_HEADERS = 16 * 1024  # one part's header lines together
+MAX_PART_HEADER = 16 * 1024  # one header line of a part
+MAX_PART_HEADER_COUNT = 16  # header lines of one part (clients send two or three)
 MAX_BOUNDARY = 200  # RFC 2046 allows 70 characters
-_MAX_PADDING = 1024  # spaces a sender may put after a boundary (RFC 2046 "transport padding")
-_PREAMBLE, _AFTER_DELIMITER, _HEADERS, _DATA, _DONE = range(5)
 
 
 class UploadError(Exception):
@@ -235,12 +235,10 @@ def check_declared_length(headers: Any, limit: int) -> None:
 
 
 class _Receiver:
-    """Splits a multipart body into text fields and the one zip file, chunk by chunk.
+    """Takes a multipart body chunk by chunk and keeps its text fields and its one zip file.
 
-    A small state machine over ``bytes.find``: each part's headers are read whole
-    (they are short), its data is passed on as it comes, less a tail that could be
-    the start of the next delimiter. python-multipart's parser walks the headers byte
-    by byte with a callback per event, several times the cost on a small upload.
+    python-multipart's streaming parser splits the body; its callbacks pass each part's
+    data on as it comes, so nothing large is held whole.
     """
 
     def __init__(self, boundary: bytes, tmp_dir: Path, limit: int) -> None:
@@ -251,93 +249,58 @@ class _Receiver:
         self._fd: Optional[int] = None
         self._held: list[bytes] = []  # the zip while it fits in MEMORY_LIMIT
         self._has_zip = False
-        # The body is read as if it began with CRLF, so the first boundary is found
-        # as a delimiter like every other one (whatever preamble comes before it).
-        self._delimiter = b"\r\n--" + boundary
-        self._keep = len(self._delimiter) - 1  # a tail that may be a delimiter cut in two
-        self._buffer = b"\r\n"
-        self._state = _PREAMBLE
         self._part_kind = ""  # "file", "field" or "skip"
         self._part_name = ""
         self._field_data = bytearray()
         self._skipped = 0
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self._parts = 0
+        self._ended = False
+        self._parser = MultipartParser(boundary, callbacks={
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": lambda data, start, end: self._header_name.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": lambda: self._begin_part(self._disposition),
+            "on_part_data": lambda data, start, end: self._data(data[start:end]),
+            "on_part_end": self._end_part,
+            "on_end": self._on_end,
+        }, max_header_count=MAX_PART_HEADER_COUNT, max_header_size=MAX_PART_HEADER)
 
     def write(self, chunk: bytes) -> None:
-        data = self._buffer + chunk if self._buffer else chunk
-        delimiter, pos = self._delimiter, 0  # pos: where the unread bytes of data start
-        while True:
-            state = self._state
-            if state == _DATA:
-                at = data.find(delimiter, pos)
-                if at < 0:
-                    cut = len(data) - self._keep
-                    if cut > pos:
-                        self._data(data[pos:cut])
-                        pos = cut
-                    break
-                if at > pos:
-                    self._data(data[pos:at])
-                self._end_part()
-                pos = at + len(delimiter)
-                self._state = _AFTER_DELIMITER
-            elif state == _AFTER_DELIMITER:
-                # "--" closes the body; otherwise optional spaces, then CRLF and a part.
-                if data.startswith(b"--", pos):
-                    self._state = _DONE
-                    continue
-                end = data.find(b"\r\n", pos)
-                if end < 0:  # the line goes on in the next chunk: wait, unless it is wrong already
-                    line = data[pos:]
-                    # (a lone "-" may be the first half of "--", a last "\r" the first of CRLF)
-                    padding = line[:-1] if line.endswith(b"\r") else line
-                    if line != b"-" and (padding.strip(b" \t") or len(line) > _MAX_PADDING):
-                        raise UploadError("the multipart body is malformed: junk after a boundary")
-                    break
-                if data[pos:end].strip(b" \t") or end - pos > _MAX_PADDING:
-                    raise UploadError("the multipart body is malformed: junk after a boundary")
-                pos = end + 2
-                self._state = _HEADERS
-            elif state == _HEADERS:
-                if data.startswith(b"\r\n", pos):  # a part without headers
-                    block, after = b"", pos + 2
-                else:
-                    at = data.find(b"\r\n\r\n", pos)
-                    if at < 0:
-                        if len(data) - pos > MAX_PART_HEADERS:
-                            raise UploadError("a multipart part's headers are too long")
-                        break
-                    block, after = data[pos:at], at + 4
-                self._begin_part(block)
-                pos = after
-                self._state = _DATA
-            elif state == _PREAMBLE:
-                at = data.find(delimiter, pos)
-                if at < 0:
-                    pos = max(pos, len(data) - self._keep)  # a preamble is skipped, never kept
-                    break
-                pos = at + len(delimiter)
-                self._state = _AFTER_DELIMITER
-            else:  # _DONE: the epilogue after the closing boundary is ignored
-                pos = len(data)
-                break
-        self._buffer = data[pos:]
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            if not self._parts:
+                raise UploadError(
+                    "the multipart body does not start with the boundary its Content-Type names"
+                ) from None
+            raise UploadError(f"the multipart body is malformed: {' '.join(str(exc).split())}") from None
 
     def finish(self) -> None:
-        if self._state == _PREAMBLE:
+        if not self._parts:
             raise UploadError(
                 "the multipart body does not contain the boundary its Content-Type names"
             )
-        if self._state != _DONE:
+        if not self._ended:
             raise UploadError("the multipart body ended in the middle of a part")
 
-    def _begin_part(self, block: bytes) -> None:
-        disposition = b""
-        for line in block.split(b"\r\n") if block else ():
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise UploadError("the multipart body is malformed: a part header has no ':'")
-            if name.strip().lower() == b"content-disposition":
-                disposition = value.strip()
+    def _on_part_begin(self) -> None:
+        self._parts += 1
+        self._disposition = b""
+
+    def _on_header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value).strip()
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _on_end(self) -> None:
+        self._ended = True
+
+    def _begin_part(self, disposition: bytes) -> None:
         name, filename = _disposition(disposition)
         self._part_name = name
         self._field_data = bytearray()

@@ -1,4 +1,4 @@
-"""5. ``%%blankly_deploy --backtest`` of the quickstart, cell start to metrics shown, vs ``python bot.py``.
+"""``%%blankly_deploy --backtest`` of the quickstart, cell start to metrics shown, vs ``python bot.py``.
 
 A real IPython ``InteractiveShell`` runs in a worker process (private
 ``BLANKLY_MAGICS_HOME`` and ``HOME``, ``BLANKLY_NOTEBOOK_PATH`` naming a copy of
@@ -7,7 +7,7 @@ embedded server), one warm-up deploy that also saves the zip; then, on request,
 it runs the quickstart's own ``%%blankly_deploy`` cell and reports the time from
 cell start until the cell returned with the metrics displayed. The baseline runs
 ``python bot.py`` in the unzipped copy of that same zip. Runs alternate; the
-environment is reused (warm), as the goal says. The server's backtest timestamps
+environment is reused (warm), as in daily use. The server's backtest timestamps
 split our time into phases, to show what dominates.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 from .harness import QUICKSTART, REPO, Row, child_env, interleaved, median, spread, stop_process
 
 NAME = "backtest_e2e"
-GOAL_RATIO = 1.3
 STEP_TIMEOUT = 600.0
 
 WORKER = r"""
@@ -241,5 +240,4 @@ def run(quick: bool = False) -> list[Row]:
         "where ours spends its time (median seconds, from the server's timestamps):",
     ]
     details += [f"  {name}: {spread(values, 2)}" for name, values in phases.items()]
-    return [Row("backtest e2e: quickstart, warm", mine, theirs, "s", f"ratio < {GOAL_RATIO:g}",
-                mine / theirs < GOAL_RATIO, details)]
+    return [Row("backtest e2e: quickstart, warm", mine, theirs, "s", details)]

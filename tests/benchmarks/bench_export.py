@@ -1,4 +1,4 @@
-"""2. Notebook -> model zip: our whole pipeline vs nbconvert's PythonExporter + zipfile.
+"""Notebook -> model zip: our whole pipeline vs nbconvert's PythonExporter + zipfile.
 
 Ours: ``build_bundle(path)`` (read, select cells, strip IPython syntax, compile and
 check names, infer requirements, find data files, write blankly.json/settings) and
@@ -21,7 +21,6 @@ from .harness import QUICKSTART, Row, interleaved, median, spread
 from .synthetic import ENTRY, write_synthetic_notebook
 
 NAME = "export"
-GOAL_RATIO = 0.2  # at least 5x faster
 
 
 def ours(notebook: Path, out: Path, entry: str | None) -> Callable[[], float]:
@@ -78,12 +77,11 @@ def _row(label: str, notebook: Path, tmp: Path, entry: str | None, repeats: int)
     details = [
         f"seconds: ours {spread(samples['ours'], 3)}; nbconvert {spread(samples['nbconvert'], 3)}",
         f"first call (imports included): ours {cold['ours']:.3f} s, nbconvert {cold['nbconvert']:.3f} s",
-        f"speed-up: {theirs / mine:.1f}x (goal >= {1 / GOAL_RATIO:g}x)",
+        f"speed-up: {theirs / mine:.1f}x",
         "where ours spends its time (cProfile of one run):",
     ]
     details += ["  " + line for line in profile_top(runs["ours"])]
-    return Row(f"export: {label}", mine * 1000, theirs * 1000, "ms", f"ratio <= {GOAL_RATIO:g} (>= 5x faster)",
-               mine / theirs <= GOAL_RATIO, details)
+    return Row(f"export: {label}", mine * 1000, theirs * 1000, "ms", details)
 
 
 def run(quick: bool = False) -> list[Row]:

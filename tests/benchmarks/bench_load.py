@@ -1,4 +1,4 @@
-"""1. What ``%load_ext blankly_magics`` adds to a fresh IPython, vs ``%load_ext sql`` (jupysql).
+"""What ``%load_ext blankly_magics`` adds to a fresh IPython, vs ``%load_ext sql`` (jupysql).
 
 Each sample is a fresh ``python -c`` process that makes an IPython
 ``InteractiveShell`` and then loads one extension (or none). The figure is the
@@ -20,7 +20,6 @@ from pathlib import Path
 from .harness import Row, child_env, interleaved, last_json_line, median, run_child, spread
 
 NAME = "load"
-GOAL_MS = 30.0
 EXTENSIONS = {"bare": None, "ours": "blankly_magics", "jupysql": "sql"}
 
 CHILD = """
@@ -92,8 +91,7 @@ def run(quick: bool = False) -> list[Row]:
             f"process wall time, ms: bare IPython {spread(walls['bare'], 0)}, "
             f"+ours {median(walls['ours']) - bare_wall:+.0f}, +jupysql {median(walls['jupysql']) - bare_wall:+.0f}",
         ]
-        if ours > GOAL_MS or not quick:
+        if not quick:
             details.append("what the load imports (python -X importtime):")
             details += ["  " + line for line in import_breakdown(env)]
-    return [Row("load: %load_ext added (vs jupysql)", ours, jupysql, "ms", f"< {GOAL_MS:g} ms added",
-                ours < GOAL_MS, details)]
+    return [Row("load: %load_ext added (vs jupysql)", ours, jupysql, "ms", details)]

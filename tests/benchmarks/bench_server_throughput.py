@@ -1,4 +1,4 @@
-"""4. Small model uploads per second into our server vs a bare Starlette endpoint.
+"""Small model uploads per second into our server vs a bare Starlette endpoint.
 
 Eight threads, each on its own kept-alive connection, POST the same
 tiny valid model zip (built with our bundle) to ``/model/upload``: on our server
@@ -20,7 +20,6 @@ from pathlib import Path
 from .harness import Row, Server, interleaved, local_server, median, server_process, spread
 
 NAME = "server_throughput"
-GOAL_RATIO = 0.5
 THREADS = 8
 ROUND_TIMEOUT = 60.0  # seconds: a round stops here even if not all its uploads are done
 
@@ -41,18 +40,18 @@ def prepared(url: str, zip_bytes: bytes, fields: dict[str, str], headers: dict[s
     return req.body, dict(req.headers)
 
 
-def bodies(server: Server, zip_bytes: bytes, ours: bool) -> list[tuple[bytes, dict]]:
+def bodies(server: Server, zip_bytes: bytes, ours: bool, threads: int = THREADS) -> list[tuple[bytes, dict]]:
     """Per thread: its own model on our server (so threads add versions side by side)."""
     fields = {"pythonVersion": "%d.%d" % sys.version_info[:2], "type": "strategy", "createNew": "False"}
     if not ours:
-        return [prepared(server.url, zip_bytes, {**fields, "modelId": "bare"}, {})] * THREADS
+        return [prepared(server.url, zip_bytes, {**fields, "modelId": "bare"}, {})] * threads
     from blankly_magics.client import DeploymentClient
 
     client = DeploymentClient(server.url, server.refresh_token())
     client.login()
     header = {"token": client._id_token.reveal()}  # type: ignore[union-attr]  # lives an hour: enough
     out = []
-    for i in range(THREADS):
+    for i in range(threads):
         model = client.create_model(f"throughput {i}")
         out.append(prepared(server.url, zip_bytes, {**fields, "modelId": model["modelId"],
                                                     "projectId": model["projectId"]}, header))
@@ -61,7 +60,7 @@ def bodies(server: Server, zip_bytes: bytes, ours: bool) -> list[tuple[bytes, di
 
 
 def hammer(server: Server, payloads: list[tuple[bytes, dict]], count: int, cpu: list[float]) -> float:
-    """``count`` uploads from THREADS threads; uploads per second. Any failed answer raises.
+    """``count`` uploads from one thread per payload; uploads per second. Any failed answer raises.
 
     The threads use ``http.client`` on a kept-alive connection, much lighter than
     ``requests``, so that on two cores the server, not the load generator, is what
@@ -73,8 +72,9 @@ def hammer(server: Server, payloads: list[tuple[bytes, dict]], count: int, cpu: 
     import psutil
 
     host = urlsplit(server.url)
-    per_thread = max(1, count // THREADS)
-    done = [0] * THREADS
+    threads = len(payloads)
+    per_thread = max(1, count // threads)
+    done = [0] * threads
     errors: list[str] = []
     deadline = time.monotonic() + ROUND_TIMEOUT
 
@@ -99,11 +99,11 @@ def hammer(server: Server, payloads: list[tuple[bytes, dict]], count: int, cpu: 
 
     proc = psutil.Process(server.proc.pid)
     cpu_before = sum(proc.cpu_times()[:2])
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(THREADS)]
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     started = time.perf_counter()
-    for t in threads:
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join(ROUND_TIMEOUT + 35)
     elapsed = time.perf_counter() - started
     if errors:
@@ -135,5 +135,4 @@ def run(quick: bool = False) -> list[Row]:
         f"ours {spread(samples['ours'])}; bare {spread(samples['bare'])}",
         f"server CPU ms per upload: ours {spread(cpu['ours'], 2)}; bare {spread(cpu['bare'], 2)}",
     ]
-    return [Row(f"server throughput: {THREADS} threads, tiny zip", mine, theirs, "uploads/s",
-                f"ratio >= {GOAL_RATIO:g}", mine / theirs >= GOAL_RATIO, details)]
+    return [Row(f"server throughput: {THREADS} threads, tiny zip", mine, theirs, "uploads/s", details)]

@@ -1,4 +1,4 @@
-"""3. Peak memory of the client while uploading a big model, vs ``requests.post(files=...)``.
+"""Peak memory of the client while uploading a big model, vs ``requests.post(files=...)``.
 
 The model is built with our bundle (a one-cell script whose ``include`` is a big
 file of random bytes, so the zip is as big as the data) and uploaded to our real
@@ -20,7 +20,6 @@ from pathlib import Path
 from .harness import Row, child_env, interleaved, last_json_line, local_server, median, run_child, spread
 
 NAME = "upload_memory"
-GOAL_SHARE = 0.10  # growth below 10% of the bundle
 MB = 1024 * 1024
 
 CHILD = r"""
@@ -113,5 +112,4 @@ def run(quick: bool = False) -> list[Row]:
         f"ours grows by {mine / bundle_mb:.1%} of the bundle, requests by {theirs / bundle_mb:.0%}",
         f"upload seconds: ours {spread(seconds['ours'], 2)}, requests {spread(seconds['requests'], 2)}",
     ]
-    return [Row(f"upload memory: {bundle_mb:.0f} MB bundle", mine, theirs, "MB",
-                f"growth < {GOAL_SHARE:.0%} of bundle", mine < GOAL_SHARE * bundle_mb, details)]
+    return [Row(f"upload memory: {bundle_mb:.0f} MB bundle", mine, theirs, "MB", details)]

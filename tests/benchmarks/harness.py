@@ -32,8 +32,6 @@ class Row:
     ours: float
     baseline: float
     unit: str  # "ms", "s", "MB", "uploads/s"
-    goal: str  # as people read it, e.g. "< 30 ms added" or "ratio <= 0.20"
-    met: bool
     details: list[str] = field(default_factory=list)  # what dominates, cross-checks
 
     @property
@@ -172,12 +170,8 @@ def format_value(value: float, unit: str) -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    header = ("benchmark", "ours", "baseline", "ratio", "goal", "met?")
-    lines = [
-        (r.name, format_value(r.ours, r.unit), format_value(r.baseline, r.unit), f"{r.ratio:.3f}", r.goal,
-         "yes" if r.met else "NO")
-        for r in rows
-    ]
+    header = ("benchmark", "ours", "baseline", "ratio")
+    lines = [(r.name, format_value(r.ours, r.unit), format_value(r.baseline, r.unit), f"{r.ratio:.3f}") for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
     out += [" | ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in lines]

@@ -1,9 +1,10 @@
 """Run the benchmarks and print one table of ratios against baselines measured in the same run.
 
-    python -m tests.benchmarks.run [--quick] [--only NAME] [--json FILE]
+    python -m tests.benchmarks.run [--quick] [--only NAME] [--json FILE] [--markdown FILE]
 
 ``--quick`` uses small sizes and few repeats (what CI runs, so the benchmarks keep
-working; its figures mean little). Speed is never a pass/fail here: the exit code
+working; its figures mean little). ``--markdown`` writes the docs' benchmarks page
+(``docs/benchmarks.md``) from the run. Speed is never a pass/fail here: the exit code
 is 1 only when a benchmark could not run at all.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict
 from typing import Optional, Sequence
 
 from .harness import Row, table
+from .page import render
 
 # name -> module; the order is the table's order
 BENCHMARKS = {
@@ -25,6 +27,7 @@ BENCHMARKS = {
     "export": "bench_export",
     "upload_memory": "bench_upload_memory",
     "server_throughput": "bench_server_throughput",
+    "multipart": "bench_multipart",
     "backtest_e2e": "bench_backtest_e2e",
 }
 
@@ -35,9 +38,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--only", metavar="NAME", action="append", choices=list(BENCHMARKS),
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the docs' benchmarks page (every benchmark)")
     args = parser.parse_args(argv)
+    if args.markdown and args.only:
+        parser.error("--markdown writes the whole page: run every benchmark (drop --only)")
 
     rows: list[Row] = []
+    sections: list[tuple[str, str, list[Row]]] = []
     failed: list[str] = []
     for name, module in BENCHMARKS.items():
         if args.only and name not in args.only:
@@ -57,6 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"     {line}")
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
         rows.extend(got)
+        sections.append((name, bench.__doc__ or "", got))
 
     print()
     print(table(rows))
@@ -65,6 +73,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump([{**asdict(r), "ratio": r.ratio} for r in rows], fh, indent=2)
+    if args.markdown and not failed:  # a page missing a benchmark would read as complete
+        from blankly_magics.files import atomic_write
+
+        atomic_write(args.markdown, render(sections, args.quick), mode=0o644)
+        print(f"wrote {args.markdown}")
     return 1 if failed else 0
 
 

@@ -49,12 +49,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from .logs import LogSink
 from .process import STOPPED, RunStop
 
-__all__ = ["RunLimits", "RunRequest", "Prepared", "Exit", "Executor", "RunFailed", "STOPPED"]
+__all__ = ["RunLimits", "RunRequest", "Prepared", "Exit", "Executor", "RunFailed", "STOPPED", "PointStart", "PointExit"]
 
 
 class RunFailed(Exception):
@@ -111,6 +111,9 @@ class Exit:
 
 # on_start(pid, started): the process is up (pid as this server can see it, or None elsewhere)
 OnStart = Callable[[Optional[int], float], None]
+# run_points' callbacks: a point's process is up (request, pid, started); a point ended (request, exit)
+PointStart = Callable[[RunRequest, Optional[int], float], None]
+PointExit = Callable[[RunRequest, Exit], None]
 
 
 class Executor(ABC):
@@ -138,6 +141,55 @@ class Executor(ABC):
     @abstractmethod
     def release(self, prepared: Prepared, *, keep_report: bool = True) -> None:
         """The run is over: remove its files (its report folder too unless kept)."""
+
+    def run_points(
+        self,
+        requests: Sequence[RunRequest],
+        log_for: Callable[[RunRequest], LogSink],
+        stop: RunStop,
+        on_start: PointStart,
+        on_exit: PointExit,
+        *,
+        parallel: int = 1,
+        stopped: Callable[[RunRequest], bool] = lambda request: False,
+    ) -> None:
+        """Run many backtests of ONE version for ONE user (one trust domain: a sweep's points),
+        at most ``parallel`` at once, and return when every one has ended.
+
+        Each request is a whole backtest request (its own ``run_id`` and folder; its own env:
+        ``BACKTESTING_ID``, ``BACKTESTING_ARGS``, ``BLANKLY_PARAMETERS``), all with the same
+        ``zip_path``, ``python_version``, limits and network. ``on_exit`` is called once per
+        request, in the order they end: with the run's ``Exit`` (reports included), or, for a
+        point that could not start, ``Exit(None, reason)``. ``stop`` ends them all (each ends
+        ``STOPPED``); ``stopped(request)`` true before a point starts skips it (``STOPPED``).
+        Each point is released (its files removed, the report kept) before ``on_exit``.
+
+        This default runs every point as its own prepare/run/release. An executor may do
+        better for one trust domain: prepare the environment once and fork a worker that has
+        already imported the heavy modules per point, or fan the points out as a cluster's tasks."""
+        import concurrent.futures
+
+        def one(request: RunRequest) -> None:
+            if stop.is_set() or stopped(request):
+                on_exit(request, Exit(None, STOPPED))
+                return
+            log = log_for(request)
+            try:
+                prepared = self.prepare(request, log, stop)
+            except RunFailed as exc:
+                on_exit(request, Exit(None, STOPPED if stop.is_set() else str(exc)))
+                return
+            try:
+                ended = self.run(prepared, log, stop, lambda pid, started: on_start(request, pid, started))
+            except RunFailed as exc:
+                ended = Exit(None, STOPPED if stop.is_set() else str(exc))
+            finally:
+                self.release(prepared)
+            on_exit(request, ended)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, parallel), thread_name_prefix="point") as pool:
+            for future in [pool.submit(one, request) for request in requests]:
+                future.result()
 
     def close(self) -> None:
         """The server is stopping (runs were stopped first)."""

@@ -60,6 +60,6 @@ def test_quick_run_prints_every_row_with_a_ratio(tmp_path: Path) -> None:
         assert row["details"], f"{row['name']} says nothing about what dominates"
 
     page = page_file.read_text()
-    assert "(a quick run: small sizes, few repeats)" in page
+    assert "; a quick run: small sizes, few repeats." in page
     for row in rows:  # every figure of the run is on the page, with its details
         assert f"| {row['name']} | " in page and row["details"][0] in page, row["name"]

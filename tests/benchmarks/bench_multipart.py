@@ -23,7 +23,7 @@ from pathlib import Path
 
 import python_multipart
 
-from .bench_server_throughput import bodies, hammer
+from .bench_server_throughput import bodies, rounds
 from .bench_upload_memory import MB, write_random
 from .harness import QUICKSTART, Row, interleaved, local_server, median, server_process, spread
 
@@ -105,14 +105,9 @@ def run(quick: bool = False) -> list[Row]:
         with local_server(tmp / "ours") as ours, server_process(find_cmd, tmp / "find", "the splitter's server") as find:
             for i, (label, build, threads, count) in enumerate(cases):
                 zip_bytes = build(tmp / f"model-{i}")
-                ours_bodies, find_bodies = bodies(ours, zip_bytes, True, threads), bodies(find, zip_bytes, True, threads)
-                cpu: dict[str, list[float]] = {"ours": [], "find": []}
-                hammer(ours, ours_bodies, threads, [])  # warm-up: first imports, caches
-                hammer(find, find_bodies, threads, [])
-                rates = interleaved({
-                    "find": lambda: hammer(find, find_bodies, count, cpu["find"]),
-                    "ours": lambda: hammer(ours, ours_bodies, count, cpu["ours"]),
-                }, repeats)
+                ours_bodies = bodies(ours, zip_bytes, True, threads)
+                rates, cpu = rounds({"find": (find, bodies(find, zip_bytes, True, threads)),
+                                     "ours": (ours, ours_bodies)}, count, repeats)
                 details = [
                     f"server CPU ms per upload: python-multipart {spread(cpu['ours'], 2)}; "
                     f"bytes.find splitter {spread(cpu['find'], 2)}",

@@ -112,6 +112,19 @@ def hammer(server: Server, payloads: list[tuple[bytes, dict]], count: int, cpu: 
     return sum(done) / elapsed
 
 
+def rounds(targets: dict[str, tuple[Server, list[tuple[bytes, dict]]]], count: int,
+           repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Uploads per second and server CPU ms per upload, per target: one warm-up round each
+    (first imports, caches), then ``repeats`` rounds of ``count`` uploads, interleaved."""
+    cpu: dict[str, list[float]] = {name: [] for name in targets}
+    for server, payloads in targets.values():
+        hammer(server, payloads, len(payloads), [])
+    rates = interleaved({name: (lambda server=server, payloads=payloads, name=name:
+                                hammer(server, payloads, count, cpu[name]))
+                         for name, (server, payloads) in targets.items()}, repeats)
+    return rates, cpu
+
+
 def run(quick: bool = False) -> list[Row]:
     count, repeats = (40, 1) if quick else (400, 3)
     tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
@@ -119,14 +132,8 @@ def run(quick: bool = False) -> list[Row]:
         zip_bytes = tiny_model(tmp / "model")
         bare_cmd = ["-m", "tests.benchmarks.bare_server", "--data-dir", str(tmp / "bare")]
         with local_server(tmp / "ours") as ours, server_process(bare_cmd, tmp / "bare", "the bare server") as bare:
-            ours_bodies, bare_bodies = bodies(ours, zip_bytes, True), bodies(bare, zip_bytes, False)
-            cpu: dict[str, list[float]] = {"ours": [], "bare": []}
-            hammer(bare, bare_bodies, THREADS, [])  # warm-up: first imports, caches
-            hammer(ours, ours_bodies, THREADS, [])
-            samples = interleaved({
-                "bare": lambda: hammer(bare, bare_bodies, count, cpu["bare"]),
-                "ours": lambda: hammer(ours, ours_bodies, count, cpu["ours"]),
-            }, repeats)
+            samples, cpu = rounds({"bare": (bare, bodies(bare, zip_bytes, False)),
+                                   "ours": (ours, bodies(ours, zip_bytes, True))}, count, repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     mine, theirs = median(samples["ours"]), median(samples["bare"])

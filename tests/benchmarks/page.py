@@ -54,8 +54,9 @@ def _description(doc: str) -> str:
     return doc.strip().replace("``", "`")
 
 
-def render(sections: Sequence[tuple[str, str, Sequence[Row]]], quick: bool) -> str:
-    """The page: ``sections`` holds (name, module docstring, rows) per benchmark, in table order."""
+def render(sections: Sequence[tuple[str, str, Sequence[Row]]], quick: bool, load: float) -> str:
+    """The page: ``sections`` holds (name, module docstring, rows) per benchmark, in table order;
+    ``load`` is the machine's load average when the run started."""
     everything = [row for _, _, rows in sections for row in rows]
     out = [
         "# Benchmarks",
@@ -67,8 +68,9 @@ def render(sections: Sequence[tuple[str, str, Sequence[Row]]], quick: bool) -> s
         "",
         COMMANDS,
         "",
-        f"Recorded {time.strftime('%Y-%m-%d')} on {_machine()}"
-        + (" (a quick run: small sizes, few repeats)." if quick else "."),
+        f"Recorded {time.strftime('%Y-%m-%d')} on {_machine()}, load average {load:.1f} when the run "
+        "started (other work on the machine widens the spreads)"
+        + ("; a quick run: small sizes, few repeats." if quick else "."),
         "",
         *_table(everything),
     ]

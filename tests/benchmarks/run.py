@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -45,6 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     rows: list[Row] = []
     sections: list[tuple[str, str, list[Row]]] = []
+    load = os.getloadavg()[0]
     failed: list[str] = []
     for name, module in BENCHMARKS.items():
         if args.only and name not in args.only:
@@ -76,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.markdown and not failed:  # a page missing a benchmark would read as complete
         from blankly_magics.files import atomic_write
 
-        atomic_write(args.markdown, render(sections, args.quick), mode=0o644)
+        atomic_write(args.markdown, render(sections, args.quick, load), mode=0o644)
         print(f"wrote {args.markdown}")
     return 1 if failed else 0
 

@@ -564,11 +564,11 @@ def test_a_damaged_multipart_body_is_parsed_or_refused_cleanly(data: Any, cuts: 
         assert not os.listdir(tmp)
 
 
-def test_zz_record_the_campaign(target: Target) -> None:
+def test_zz_every_bad_upload_left_the_server_as_it_was_and_is_recorded(target: Target) -> None:
     """Runs last in this module: the cases the properties above really sent."""
     tried = len(ZIP_DEFECTS) + len(FIELD_DEFECTS) + len(BODY_DEFECTS) + len(JSON_DEFECTS)
     if len(target.kinds) < tried:
-        pytest.skip("only part of the module ran: the campaign's figures are recorded by a full run")
+        pytest.skip("only part of the module ran: the figures are recorded by a full run")
     assert target.baseline.diff(target.server.snapshot()) == {}
     record(
         "bad input", "upload routes: generated and mutated zips, multipart bodies and fields (hypothesis)",

@@ -56,6 +56,6 @@ async def keys_delete(request: Request, user: User) -> dict[str, Any]:
         raise ApiError(400, str(exc)) from None
     gone = server_of(request).keys.delete(user.id, exchange, portfolio)
     if not gone:
-        what = f"{exchange}/{portfolio}" if portfolio else f"anything for {exchange}"
-        raise ApiError(404, f"no stored keys for {what}")
+        raise ApiError(404, f"no stored keys for {exchange}/{portfolio}" if portfolio else
+                       f"no stored keys for {exchange}")
     return {"status": "success", "deleted": _named(gone)}

@@ -78,6 +78,8 @@ class Activity(Shown):
             key = str(order.get("id") or f"#{len(self.orders)}")
             known = self.orders.get(key)
             update = {k: v for k, v in order.items() if k != "update" and (v is not None or known is None)}
+            if known is not None and order.get("update"):
+                update.pop("time", None)  # an order keeps the time it was placed
             self.orders[key] = {**known, **update} if known else update
             changed.append(self.orders[key])
         self.account_values += list(page.get("accountValues") or ())

@@ -56,8 +56,9 @@ class KeysSection(Section):
         self.listing.value = listing.to_html() if listing.rows else (
             "<i>No exchange keys stored: add a portfolio below, or run <code>%blankly keys import keys.json"
             "</code>. Your runs get them as keys.json.</i>")
-        self.stored.options = [(f"{r['exchange']}/{r['portfolio']}", (r["exchange"], r["portfolio"]))
-                               for r in listing.rows]
+        choices = [(f"{r['exchange']}/{r['portfolio']}", (r["exchange"], r["portfolio"])) for r in listing.rows]
+        self.stored.options = choices
+        self.stored.value = choices[0][1] if choices else None
 
     def _on_store(self, _button: Any) -> None:
         exchange, portfolio, sandbox = self.exchange.value, self.portfolio.value.strip(), self.sandbox.value

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from blankly_magics.orders import Activity
-from tests.fixtures_server import ServerHandle, wait_for, write_model_zip
+from tests.fixtures_server import ServerHandle, serving, wait_for, write_model_zip
 
 REPORTER = r'''
 import time, blankly_external
@@ -59,13 +59,8 @@ while True:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    root = tmp_path_factory.mktemp("activity")
-    handle = ServerHandle(root / "data", root / "server.log", ["--max-workers", "1"])
-    handle.start()
-    try:
+    with serving(tmp_path_factory.mktemp("activity"), args=["--max-workers", "1"]) as handle:
         yield handle
-    finally:
-        handle.close()
 
 
 def deploy(server: ServerHandle, script: str, path: Path, model_id: str = "") -> str:

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.fixtures_server import ServerHandle, wait_for, write_model_zip
+from tests.fixtures_server import ServerHandle, serving, wait_for, write_model_zip
 
 ALICE_KEY = "PKALICEKEY7Q2W3E4R5T6Y"
 ALICE_SECRET = "aliceSecretZx9Cv8Bn7Mm6Ll5Kk4Jj3"
@@ -77,16 +77,9 @@ def digest(secret: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    root = tmp_path_factory.mktemp("keys")
-    handle = ServerHandle(root / "data", root / "server.log", ["--max-workers", "2", "--log-level", "debug"])
-    handle.start()
-    try:
-        for user in ("alice", "mallory"):
-            done = handle.token_command(user)
-            assert done.returncode == 0, done.stderr
+    with serving(tmp_path_factory.mktemp("keys"), ("alice", "mallory"), ["--max-workers", "2", "--log-level",
+                                                                         "debug"]) as handle:
         yield handle
-    finally:
-        handle.close()
 
 
 def probe_output(server: ServerHandle, user: str, route: str, params: dict) -> dict:

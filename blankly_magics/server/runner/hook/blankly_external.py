@@ -177,8 +177,6 @@ def _kwargs_of(original, args, kwargs):
 
 def _number(value):
     """A float from a number or numeric text (exchanges answer either), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -245,13 +243,6 @@ class AccountWatch:
             self._wake.wait(self.every)
 
 
-def _account_seconds():
-    try:
-        return max(0.5, float(os.environ.get("BLANKLY_MAGICS_ACCOUNT_SECONDS") or 60))
-    except ValueError:
-        return 60.0
-
-
 class _Reporter:
     """Receives Blankly's reports for a model run by the local server."""
 
@@ -280,22 +271,20 @@ class _Reporter:
         if logger is None:
             return
         if self._account is None:
-            self._account = AccountWatch(logger, self._symbols, _account_seconds())
+            every = _number(os.environ.get("BLANKLY_MAGICS_ACCOUNT_SECONDS")) or 60.0
+            self._account = AccountWatch(logger, self._symbols, max(0.5, every))
         for name in ("market_order", "limit_order"):
             original = getattr(logger, name, None)
             if callable(original):
                 setattr(logger, name, self._follow(logger, original))
 
     def _follow(self, logger, original):
-        reporter = self
-
         def place(*args, **kwargs):
             order = original(*args, **kwargs)
             outcome = order_outcome(getattr(logger, "interface", None), order)
             if outcome:
                 _event("order_update", order=outcome)
-            if reporter._account is not None:
-                reporter._account.soon()
+            self._account.soon()
             return order
 
         return place

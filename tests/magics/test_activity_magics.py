@@ -67,6 +67,7 @@ def test_a_live_strategy_on_the_replay_shows_its_orders_in_activity_follow_and_s
     assert 9000 < activity.account_values[-1]["value"] < 11000
     assert "account value: " in shown
     assert "<img alt='account value'" in activity.to_html() or len(activity.account_values) < 2
+    assert f"Orders of model {model_id}" in cells.run("%blankly activity --orders 1")  # default: deployed last
 
     # --follow: the last two, then each new order as a line, until the model is stopped.
     stopper = threading.Thread(target=lambda: (time.sleep(4), alice.request(

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 from .backtests import SERVER_STOPPED, BacktestCallback, BacktestJob, Backtests
 from .executor import Executor
-from .live import LiveCallback, LiveJob, LiveModels
 from .folders import check_id
+from .live import LiveCallback, LiveJob, LiveModels
 from .local import LocalExecutor
 from .reports import PAGE_BYTES, ReportPage, read_report_page
 from .sandbox import find_bwrap

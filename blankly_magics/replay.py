@@ -19,6 +19,7 @@ checked once a bar, and each fill is reported through ``blankly.reporter.update_
 as an exchange's fill is. ``history()`` gives the bars replayed so far (and the
 ``warmup`` bars before the replay starts), whatever resolution is asked: the
 replay has one, the CSV's. After the last bar the price stays at its close.
+``strategy.backtest(...)`` on it backtests over the CSV's bars (it never starts the replay).
 
 Blankly reads ``settings.json`` from the working directory for any exchange, this
 one included. Blankly is imported with this module: a model that uses it needs
@@ -129,9 +130,10 @@ class ReplayFeed(ExchangeInterface):
 
     def get_product_history(self, symbol: str, epoch_start: float, epoch_stop: float,
                             resolution: Any) -> pd.DataFrame:
-        """The replayed bars whose (CSV) time lies in [epoch_start, epoch_stop]."""
+        """The bars whose (CSV) time lies in [epoch_start, epoch_stop]: once the replay runs, those
+        replayed so far; before it starts, the whole CSV (a backtest reads it as its price data)."""
         self.check_symbol(symbol)
-        bars = self.replayed()
+        bars = self.replayed() if self._started is not None else self.bars
         return bars[(bars["time"] >= epoch_start) & (bars["time"] <= epoch_stop)].reset_index(drop=True)
 
     def get_account(self, symbol: Optional[str] = None) -> AttributeDict:

@@ -82,3 +82,30 @@ def test_the_last_bar_stays_and_a_bad_csv_is_refused_in_one_line(model_dir: Path
         ReplayExchange(broken, "ABC-USD")
     with pytest.raises(ValueError, match="interval must be a number of seconds above 0"):
         ReplayExchange(short, "ABC-USD", interval=0)
+
+
+def test_a_backtest_of_a_strategy_on_the_replay_reads_the_whole_csv(model_dir: Path) -> None:
+    import blankly
+    from blankly_magics.replay import ReplayExchange
+    from tests.server.runs import blankly_settings
+
+    (model_dir / "backtest.json").write_text(json.dumps(blankly_settings()[1]))
+
+    def price_event(price, symbol, state):
+        n = state.variables.setdefault("n", 0)
+        state.variables["n"] = n + 1
+        state.interface.market_order(symbol, side="buy" if n % 2 == 0 else "sell", size=1)
+
+    strategy = blankly.Strategy(ReplayExchange(PRICES_CSV, "GOOG-USD", interval=0.2))
+    strategy.add_price_event(price_event, symbol="GOOG-USD", resolution="1d")
+    times = closes_times()
+    result = strategy.backtest(initial_values={"USD": 10000}, start_date=times[0], end_date=times[100],
+                               GUI_output=False, cache_location=str(model_dir / "price_caches"))
+    values = result.get_account_history()["Account Value (USD)"]
+    assert len(values) >= 90 and values.iloc[-1] != 10000  # it traded over the CSV's bars
+
+
+def closes_times() -> list[float]:
+    import pandas as pd
+
+    return pd.read_csv(PRICES_CSV)["time"].tolist()

@@ -67,8 +67,8 @@ def test_deploy_live_notebook_trades_on_the_replay_shows_its_orders_and_stops(se
     assert "status   running" in status
     assert re.search(r"Last orders \(\d+\)", status), status  # status ends with the last orders
     # A real Blankly strategy on the replayed feed placed market orders, both ways, at replayed prices.
-    assert re.search(r"buy\s+GOOG-USD\s+\d+(\.\d+)?\s+\d+\.\d+\s+market\s+done", activity), activity
-    assert re.search(r"sell\s+GOOG-USD\s+\d+(\.\d+)?\s+\d+\.\d+\s+market\s+done", activity), activity
+    assert re.search(r"buy\s+GOOG-USD\s+\d+(\.\d+)?\s+\d+(\.\d+)?\s+market\s+done", activity), activity
+    assert re.search(r"sell\s+GOOG-USD\s+\d+(\.\d+)?\s+\d+(\.\d+)?\s+market\s+done", activity), activity
     assert "account value: " in activity and "<img alt='account value'" in activity
     assert re.search(r"price=\d+\.\d\d rsi=\d+\.\d", logs), logs
     assert "stopped" in stop

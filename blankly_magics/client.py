@@ -375,6 +375,38 @@ class DeploymentClient:
     def cancel_backtest(self, backtest_id: str) -> dict:
         return self._call("POST", "/backtest/cancel", data={"backtestId": backtest_id})
 
+    # ---- live activity ----------------------------------------------------------------------
+
+    def activity(self, model_id: str, since: int = 0, recent: Optional[int] = None) -> dict:
+        """A page of what the live model reported from cursor ``since``; ``recent``: the end of it."""
+        return self._call("GET", "/model/activity", params={"modelId": model_id, "since": since, "recent": recent})
+
+    # ---- exchange keys: values go out in a request body and never come back ------------------
+
+    def keys(self) -> list:
+        """The stored exchange/portfolio names (and field names), never a value."""
+        answer = self._call("GET", "/keys/list")
+        return list(answer.get("keys") or []) if isinstance(answer, dict) else []
+
+    def set_keys(self, keys: Mapping[str, Any]) -> dict:
+        """Store keys.json's ``{exchange: {portfolio: {FIELD: value}}}`` on the server, all at once."""
+        try:
+            return self._call("POST", "/keys/set", json_body={"keys": dict(keys)})
+        except DeploymentError as exc:  # a server must never echo a value; if one did, it stops here
+            for value in sorted(_strings(keys), key=len, reverse=True):
+                exc.message = exc.message.replace(value, "***") if len(value) >= 4 else exc.message
+            exc.args = (exc.message,)
+            raise
+
+    def delete_keys(self, exchange: str, portfolio: Optional[str] = None) -> dict:
+        return self._call("POST", "/keys/delete", data={"exchange": exchange, "portfolio": portfolio})
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
 
 def _fill_ids(model: Any, project_id: str) -> Any:
     """Servers name a model's id ``id`` or ``modelId``; give both, as the reference client does."""

@@ -296,6 +296,7 @@ class DeployResult(Shown):
     exit_code: Optional[int] = None
     error: Optional[str] = None
     log_tail: str = ""
+    orders: Optional[list] = None  # its last orders, when they were asked for (``status``)
     commands: Hints = field(default=NOTEBOOK, compare=False)
     _fetch_logs: Optional[Callable[[], str]] = field(default=None, compare=False)
 
@@ -354,6 +355,10 @@ class DeployResult(Shown):
         if self.status == "crashed" and self.log_tail:
             lines += ["Log tail:", _tail(self.log_tail)]
         lines.append("Watch: " + self.hints()[0] + "   Stop: " + self.hints()[1])
+        if self.orders is not None:
+            from .orders import orders_text
+
+            lines.append(orders_text(self.orders, "Last orders"))
         return "\n".join(lines)
 
     def to_html(self, hints: bool = True) -> str:
@@ -375,6 +380,10 @@ class DeployResult(Shown):
                 f"<p style='color:#57606a'>Watch: <code>{esc(self.hints()[0])}</code> &middot; "
                 f"Stop: <code>{esc(self.hints()[1])}</code></p>"
             )
+        if self.orders is not None:
+            from .orders import orders_html
+
+            parts.append(orders_html(self.orders, "Last orders"))
         return "".join(parts) + "</div>"
 
     _repr_pretty_ = Shown._repr_pretty_

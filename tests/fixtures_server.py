@@ -12,6 +12,7 @@ Handles: ``.url``, ``.data_dir``, ``.proc``, ``.refresh_token(user)``, ``.token_
 ``.stop()`` (SIGTERM, clean), ``.kill()`` (SIGKILL, a crash), ``.restart()``, ``.snapshot()``.
 Teardown always stops every server and every process they started.
 Also ``write_model_zip(path, ...)``: a small valid model zip built by hand with zipfile;
+``serving(root, users, args)``: a server for a module-scoped fixture, users made by ``token --user``;
 ``wait_for(check, what)``: poll until true; ``snapshot(data_dir)``: rows and files, to diff.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -304,6 +306,22 @@ class ServerHandle:
 
     def snapshot(self) -> Snapshot:
         return snapshot(self.data_dir)
+
+
+@contextmanager
+def serving(root: Path, users: Sequence[str] = (), args: Sequence[str] = (),
+            env: Optional[Mapping[str, str]] = None) -> Iterator[ServerHandle]:
+    """A real server on ``root/data`` (for module-scoped fixtures), its ``users`` made with the
+    ``token --user`` command as an operator makes them; closed at the end."""
+    handle = ServerHandle(Path(root) / "data", Path(root) / "server.log", args, env)
+    handle.start()
+    try:
+        for user in users:
+            done = handle.token_command(user)
+            assert done.returncode == 0, done.stderr
+        yield handle
+    finally:
+        handle.close()
 
 
 @pytest.fixture

@@ -249,6 +249,7 @@ def cross_user_attempts(bob: dict[str, str]) -> list[tuple[str, str, str, dict[s
         ("GET", "/model/backtests", "params", {"modelId": m}, m),
         ("GET", "/model/deployment", "params", {"modelId": m}, m),
         ("GET", "/model/logs", "params", {"modelId": m}, m),
+        ("GET", "/model/activity", "params", {"modelId": m}, m),
         ("POST", "/model/run", "data", {"modelId": m}, m),
         ("POST", "/model/run", "data", {"modelId": m, "versionId": v}, m),
         ("POST", "/model/kill", "data", {"modelId": m}, m),
@@ -286,7 +287,8 @@ def test_another_users_running_objects_answer_exactly_like_missing_ones_and_keep
     attempts = cross_user_attempts(bob)
     covered = {path for _, path, *_ in attempts}
     id_routes = {path for _, path in authed_routes()} - {
-        "/auth/logout", "/project/create", "/project/list", "/project/plans", "/project/teams", "/model/status"}
+        "/auth/logout", "/project/create", "/project/list", "/project/plans", "/project/teams", "/model/status",
+        "/keys/list", "/keys/set", "/keys/delete"}  # the caller's own keys only: tests/server/test_keys.py
     assert id_routes <= covered, f"routes taking an id but not attacked: {sorted(id_routes - covered)}"
     for method, path, how, fields, theirs in attempts:
         answers = []

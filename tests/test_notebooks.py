@@ -61,11 +61,16 @@ def test_quickstart_backtests_on_the_server_with_the_local_metrics(server_home: 
 
 
 @pytest.mark.slow
-def test_deploy_live_notebook_runs_logs_and_stops(server_home: Path) -> None:
+def test_deploy_live_notebook_trades_on_the_replay_shows_its_orders_and_stops(server_home: Path) -> None:
     outputs = execute("deploy_live.ipynb", server_home)
-    status, logs, stop = outputs[-3], outputs[-2], outputs[-1]
+    status, activity, logs, stop = outputs[-4], outputs[-3], outputs[-2], outputs[-1]
     assert "status   running" in status
-    assert re.search(r"bar \d+: price=\d+\.\d\d", logs), logs
+    assert re.search(r"Last orders \(\d+\)", status), status  # status ends with the last orders
+    # A real Blankly strategy on the replayed feed placed market orders, both ways, at replayed prices.
+    assert re.search(r"buy\s+GOOG-USD\s+\d+(\.\d+)?\s+\d+(\.\d+)?\s+market\s+done", activity), activity
+    assert re.search(r"sell\s+GOOG-USD\s+\d+(\.\d+)?\s+\d+(\.\d+)?\s+market\s+done", activity), activity
+    assert "account value: " in activity and "<img alt='account value'" in activity
+    assert re.search(r"price=\d+\.\d\d rsi=\d+\.\d", logs), logs
     assert "stopped" in stop
     # Nothing of the model is left running on this machine (its runs live under the server's home).
     import psutil

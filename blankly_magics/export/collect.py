@@ -28,6 +28,9 @@ JUNK_DIRS = {".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints", "price_
 JUNK_FILES = {".DS_Store", "Thumbs.db"}
 JUNK_SUFFIXES = (".pyc", ".pyo")
 GENERATED = ("blankly.json", "requirements.txt", "settings.json", "backtest.json")
+# Where real exchange keys go instead of a zip: the server keeps them and hands them to each run.
+STORE_KEYS = ("`%blankly keys import keys.json` (`blankly-magics keys import keys.json` in a terminal) stores "
+              "them on the server, which hands them to each run as keys.json")
 # Suffixes of files a model reads: a string naming one that is missing is worth a warning.
 # (Other dotted strings, such as logger names or "a.b" keys, are not.)
 DATA_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".pq", ".feather", ".arrow", ".h5", ".hdf5",
@@ -171,9 +174,13 @@ class ModelFiles:
         if not secret:
             return True
         if self.allow_keys:
-            self.warnings.append(f"{rel} is included with its secrets because allow_keys is set")
+            instead = f"; {STORE_KEYS} instead" if name == "keys.json" else ""
+            self.warnings.append(f"{rel} is included with its secrets because allow_keys is set: they become part "
+                                 f"of an immutable version, kept for good and readable by whatever reads versions"
+                                 f"{instead}")
             return True
-        self.notes.append(f"left out {rel}: {what}; pass allow_keys=True (--allow-keys) to ship it")
+        store = f"{STORE_KEYS}; or " if name == "keys.json" else ""
+        self.notes.append(f"left out {rel}: {what}; {store}pass allow_keys=True (--allow-keys) to ship it")
         return False
 
     def local_module(self, top: str) -> Optional[str]:

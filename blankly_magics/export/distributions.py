@@ -79,7 +79,29 @@ def _same_name_dist(top: str) -> Optional[str]:
                 parts = f.parts
                 if parts and (parts[0] == top or parts[0] == top + ".py"):
                     return dist.metadata["Name"] or candidate
+            if _editable_ships(candidate, top):
+                return dist.metadata["Name"] or candidate
     return None
+
+
+def _editable_ships(dist: str, top: str) -> bool:
+    """An editable install lists no module files: it ships ``top`` when the module is imported from
+    the project folder its direct_url.json names."""
+    import importlib.util
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    url = local_install(dist)
+    if not url or not url.startswith("file:"):
+        return False
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    where = spec.origin if spec and spec.origin not in (None, "namespace") else None
+    if where is None and spec and spec.submodule_search_locations:
+        where = next(iter(spec.submodule_search_locations), None)
+    return where is not None and Path(where).resolve().is_relative_to(Path(unquote(urlparse(url).path)).resolve())
 
 
 def distributions_for(module: str) -> list[str]:

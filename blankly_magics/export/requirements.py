@@ -143,7 +143,10 @@ def _pin(dist: str, inferred: dict[str, str], declared: set[str], out: Requireme
     version = installed_version(dist)
     inferred[norm] = f"{dist}=={version}" if version else dist
     origin = local_install(dist) if version else None
-    if origin and norm not in declared:
+    if origin and norm == "blankly-magics" and norm not in declared:
+        out.notes.append(f"{dist}=={version} required (installed here from {origin}): the local deployment "
+                         "server runs the model with its own blankly_magics, installed beside it")
+    elif origin and norm not in declared:
         out.warnings.append(
             f"{dist} {version} is installed from {origin}, not from a package index; "
             f"`{dist}=={version}` may not install where the model runs: name it in the requirements"

@@ -26,9 +26,11 @@ from ..config import BlanklyConfig, active
 from ..errors import BlanklyError
 from ..hints import NOTEBOOK
 from ..workflow.feedback import Cancel, Feedback
+from .activity import ActivitySection
 from .backtest import BacktestSection
 from .cells import CellsSection
 from .deploy import DeploySection
+from .keys import KeysSection
 from .logs import LogsSection
 from .section import Section
 from .signin import SignInSection
@@ -36,7 +38,7 @@ from .target import TargetSection
 from .widgets import fit, show
 
 SECTIONS: tuple[Type[Section], ...] = (SignInSection, TargetSection, BacktestSection, CellsSection, DeploySection,
-                                       LogsSection)
+                                       LogsSection, ActivitySection, KeysSection)
 MARKS = {"error": "\u2716 ", "ok": "\u2714 ", "work": "\u22ef "}
 COLOURS = {"error": "var(--jp-error-color1,#c62828)", "ok": "var(--jp-success-color1,#2e7d32)"}
 

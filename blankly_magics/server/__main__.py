@@ -2,6 +2,7 @@
 
     python -m blankly_magics.server [--host H] [--port P] [--data-dir DIR] [--tls-cert F --tls-key F] ...
     python -m blankly_magics.server token [--data-dir DIR] [--user NAME]
+    python -m blankly_magics.server rotate-exchange-key [--data-dir DIR] [--exchange-key-file FILE]
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ _megabytes = _number(float, 1e-6, float("inf"), "a size in MB above 0")
 
 def serve_parser() -> argparse.ArgumentParser:
     from .config import default_data_dir
+    from .rotation import exchange_key_option
 
     parser = argparse.ArgumentParser(
         prog="python -m blankly_magics.server",
@@ -113,6 +115,7 @@ def serve_parser() -> argparse.ArgumentParser:
         help="network for runs (default on: backtests download prices, live models reach exchanges); "
         "off gives each run a network of its own with loopback only",
     )
+    exchange_key_option(parser)
     parser.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
                         help="serve HTTPS with this certificate (PEM; needs --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
@@ -220,6 +223,16 @@ def _check_exposure(args: argparse.Namespace, data_dir: Path) -> tuple[Any, bool
     return isolation, tls
 
 
+def _check_exchange_key(data_dir: Path, key_file: Optional[Path]) -> None:
+    """The exchange key file opens (made when new); KeyRingError, in one line, when it cannot be used."""
+    from .config import ServerConfig
+    from .keystore import open_keys
+    from .store import Store
+
+    with Store(data_dir) as store:
+        open_keys(store, ServerConfig(data_dir, exchange_key_file=key_file).exchange_key_path)
+
+
 def _url(host: str, sock: socket.socket, scheme: str = "http") -> str:
     port = sock.getsockname()[1]
     if host in ("0.0.0.0", ""):
@@ -238,6 +251,7 @@ def serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .config import MB, PlansError, ServerConfig, default_data_dir, default_plans, load_plans
     from .isolation import IsolationError
+    from .keyring import KeyRingError
     from .store import Store, private_dir
     from .zipcheck import ZipLimits
 
@@ -265,7 +279,8 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     try:
         isolation, tls = _check_exposure(args, data_dir)
-    except IsolationError as exc:
+        _check_exchange_key(data_dir, args.exchange_key_file)
+    except (IsolationError, KeyRingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(isolation.describe(), file=sys.stderr, flush=True)
@@ -289,6 +304,7 @@ def serve(args: argparse.Namespace) -> int:
         isolation=isolation.mode,
         bwrap=isolation.bwrap,
         run_network=args.run_network == "on",
+        exchange_key_file=args.exchange_key_file,
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -368,6 +384,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "token":
         return token(token_parser().parse_args(argv[1:]))
+    if argv and argv[0] == "rotate-exchange-key":
+        from .rotation import rotate_exchange_key, rotate_parser
+
+        return rotate_exchange_key(rotate_parser().parse_args(argv[1:]))
     if argv and argv[0] == "serve":
         argv = argv[1:]
     return serve(serve_parser().parse_args(argv))

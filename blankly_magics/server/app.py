@@ -37,11 +37,13 @@ from .routes_models import (
     model_status,
     model_upload,
 )
+from .routes_keys import keys_delete, keys_list, keys_set
 from .routes_monitoring import (
     backtest_cancel,
     backtest_logs,
     backtest_result,
     backtest_status,
+    model_activity,
     model_backtests,
     model_deployment,
     model_logs,
@@ -122,10 +124,14 @@ ROUTES = [
     Route("/model/backtests", authed(model_backtests), methods=["GET"]),
     Route("/model/deployment", authed(model_deployment), methods=["GET"]),
     Route("/model/logs", authed(model_logs), methods=["GET"]),
+    Route("/model/activity", authed(model_activity), methods=["GET"]),
     Route("/backtest/status", authed(backtest_status), methods=["GET"]),
     Route("/backtest/result", authed(backtest_result), methods=["GET"]),
     Route("/backtest/logs", authed(backtest_logs), methods=["GET"]),
     Route("/backtest/cancel", authed(backtest_cancel), methods=["POST"]),
+    Route("/keys/list", authed(keys_list), methods=["GET"]),
+    Route("/keys/set", authed(keys_set), methods=["POST"]),
+    Route("/keys/delete", authed(keys_delete), methods=["POST"]),
 ]
 
 

@@ -146,6 +146,14 @@ class ServerConfig:
     isolation: str = "auto"  # "auto" (detected at start), "bubblewrap" or "none" (see isolation.py)
     bwrap: Optional[str] = None  # bubblewrap's path when isolation is "bubblewrap"
     run_network: bool = True  # False: runs get a network namespace with loopback only
+    exchange_key_file: Optional[Path] = None  # the key sealing users' exchange keys (None: in the data dir)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+
+    @property
+    def exchange_key_path(self) -> Path:
+        from .keyring import KEY_FILE
+
+        return Path(self.exchange_key_file).expanduser().resolve() if self.exchange_key_file else \
+            self.data_dir / KEY_FILE

@@ -1,6 +1,7 @@
 """Handing stored versions to the runner: the backtest queue and live models."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import anyio.to_thread
 
 from .config import plan_limits
+from .keystore import run_secret_files
 from .web import ApiError
 from .runner import BacktestJob, LiveJob
 from .state import Server
@@ -30,16 +32,20 @@ def check_queue(server: Server) -> None:
 def _job_fields(
     server: Server, version: Version, project_id: str, plan: dict[str, Any], user_id: str
 ) -> dict[str, Any]:
-    """What every runner job says about the version it runs and its limits."""
+    """What every runner job says about the version it runs, its limits and the owner's secret files
+    (the stored exchange keys, read when the run starts)."""
+    zip_path = server.store.version_path(version)
+    working_directory = str((version.manifest or {}).get("working_directory") or ".")
     return {
         "model_id": version.model_id,
         "version_id": version.id,
         "project_id": project_id,
-        "zip_path": server.store.version_path(version),
+        "zip_path": zip_path,
         "python_version": version.python_version,
         "model_type": version.model_type,
         "limits": plan_limits(plan),
         "user_id": user_id,
+        "secrets": functools.partial(run_secret_files, server.keys, user_id, zip_path, working_directory),
     }
 
 

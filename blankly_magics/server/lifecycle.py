@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 from . import uploads
 from .config import ServerConfig
+from .keystore import open_keys
 from .jobs import live_job
 from .runner import LocalExecutor, Runner
 from .state import Server
@@ -113,11 +114,12 @@ def open_server(config: ServerConfig) -> Server:
         runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers,
                         executor=LocalExecutor(config.data_dir, _bwrap(config)), network=config.run_network)
         id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
+        keys = open_keys(store, config.exchange_key_path)
         runner.start()
     except BaseException:
         store.close()
         raise
-    server = Server(config, store, runner, id_tokens, uploads.Writer())
+    server = Server(config, store, runner, id_tokens, uploads.Writer(), keys)
     try:
         resume_deployments(server)
     except Exception:

@@ -1,5 +1,5 @@
-"""Monitoring routes (GET): a model's versions, backtests, deployment and logs, and
-a backtest's status, result and logs; plus /backtest/cancel."""
+"""Monitoring routes (GET): a model's versions, backtests, deployment, logs and live activity,
+and a backtest's status, result and logs; plus /backtest/cancel."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,8 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import Request
 
-from .web import field_id, field_offset, read_fields, server_of
+from .activity import MAX_RECENT, model_activity as activity_page
+from .web import ApiError, field_id, field_offset, field_text, read_fields, server_of
 from .logtail import read_log
 from .owned import deployment_view, owned_backtest, owned_model
 from .store import User
@@ -38,6 +39,22 @@ async def model_logs(request: Request, user: User) -> dict[str, Any]:
     model = owned_model(server, user, field_id(fields, "modelId"))
     offset = field_offset(fields)
     return read_log(server.runner.live_log(model.id), offset)
+
+
+async def model_activity(request: Request, user: User) -> dict[str, Any]:
+    server = server_of(request)
+    fields = await read_fields(request)
+    model = owned_model(server, user, field_id(fields, "modelId"))
+    since = _whole(fields, "since", 0, 1 << 62, "the 'next' of the last answer")
+    recent = _whole(fields, "recent", 0, MAX_RECENT, "a number of orders") if fields.get("recent") else None
+    return await anyio.to_thread.run_sync(activity_page, server, model.id, since, recent)
+
+
+def _whole(fields: dict[str, Any], name: str, low: int, high: int, what: str) -> int:
+    raw = field_text(fields, name) or "0"
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high} ({what})")
+    return int(raw)
 
 
 async def backtest_status(request: Request, user: User) -> dict[str, Any]:

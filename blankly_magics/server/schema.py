@@ -1,7 +1,9 @@
 """The database's tables, and how a database is brought to them.
 
-Versions are immutable: a trigger refuses updates. Every statement is idempotent
-(``IF NOT EXISTS``), so opening a database of this schema version changes nothing;
+Versions are immutable: a trigger refuses updates. ``exchange_keys`` holds field names in
+clear and values only sealed (keystore.py): the database alone opens none of them. Every
+statement is idempotent (``IF NOT EXISTS``), so opening a database of this schema version changes nothing
+(and an older database gains the tables it lacks);
 ``user_version`` records the version for the migrations a later schema will need.
 """
 from __future__ import annotations
@@ -98,6 +100,16 @@ CREATE TABLE IF NOT EXISTS deployments (
     error TEXT,
     log_tail TEXT NOT NULL DEFAULT '',
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exchange_keys (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    exchange TEXT NOT NULL,
+    portfolio TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    sandbox INTEGER,
+    sealed BLOB NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (user_id, exchange, portfolio)
 );
 """
 

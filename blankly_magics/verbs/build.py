@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a name made at run time (by a library, or setattr on the module) that the undefined-name "
                    "check lets pass; repeatable (in the notebook: a line `#| blankly: allow-undefined NAME`)")
     p.add_argument("--allow-keys", action="store_true",
-                   help="ship keys.json even when it holds real exchange keys (left out by default)")
+                   help="ship keys.json even when it holds real exchange keys (left out by default): they become "
+                   "part of an immutable version; `keys import keys.json` stores them on the server instead")
     p.add_argument("--base-dir", metavar="DIR",
                    help="the model folder that relative paths are read from (default: the notebook's folder)")
     p.add_argument("--cells", metavar="N,N,...",

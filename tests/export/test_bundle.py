@@ -263,14 +263,27 @@ def test_keys_json_with_real_keys_is_left_out_unless_allowed(tmp_path):
     nb = simple_notebook(tmp_path)
     b = build_bundle(nb)
     assert "keys.json" not in [f.path for f in b.files]
-    assert any("left out keys.json: it holds real-looking exchange keys" in n and "--allow-keys" in n for n in b.notes)
+    assert any("left out keys.json: it holds real-looking exchange keys; `%blankly keys import keys.json` "
+               "(`blankly-magics keys import keys.json` in a terminal) stores them on the server" in n
+               and "--allow-keys" in n for n in b.notes)
     shown = b.summary() + repr(b) + json.dumps(b.manifest)
     assert REAL_KEY not in shown and REAL_SECRET not in shown
     assert REAL_SECRET.encode() not in b.zip_bytes()
     allowed = build_bundle(nb, allow_keys=True)
     assert "keys.json" in [f.path for f in allowed.files]
-    assert any("keys.json is included with its secrets" in w for w in allowed.warnings)
+    assert any("keys.json is included with its secrets because allow_keys is set: they become part of an "
+               "immutable version" in w and "`%blankly keys import keys.json`" in w for w in allowed.warnings)
     assert REAL_SECRET not in allowed.summary()
+
+
+def test_a_model_importing_blankly_magics_requires_it_editable_install_included(tmp_path):
+    version = metadata.version("blankly_magics")
+    nb = simple_notebook(tmp_path, ["#| blankly\nimport blankly\nfrom blankly_magics.replay import ReplayExchange\n"])
+    b = build_bundle(nb, entry="print(ReplayExchange)")
+    assert f"blankly_magics=={version}" in b.requirements  # found by where the module is imported from
+    assert not any("blankly_magics" in w for w in b.warnings)  # the local server has it: a note, not a warning
+    if metadata.distribution("blankly_magics").read_text("direct_url.json"):  # this test environment's install
+        assert any(n.startswith(f"blankly_magics=={version} required (installed here from file:") for n in b.notes)
 
 
 def test_placeholder_keys_json_is_included(tmp_path):

@@ -8,7 +8,8 @@
 - ``launch``: the first step of every process (kernel limits, the run's own user id);
 - ``process``: a started process seen from outside (limits, stopping, leftovers);
 - ``prepare``, ``envs``: unpacking a version, choosing or building its environment;
-- ``folders``, ``logs``: a run's folder and its log.
+- ``folders``, ``logs``: a run's folder and its log;
+- ``reports``: reading what a running run's hook writes, a page at a time.
 """
 from .backtests import BacktestJob
 from .executor import Executor, Exit, Prepared, RunFailed, RunLimits, RunRequest

@@ -26,6 +26,8 @@ from .prepare import platform_vars
 from .process import STOPPED, RunStop
 
 BacktestCallback = Callable[[str, dict[str, Any]], None]
+# A run's secret files (RunRequest.secret_files), asked for when the run starts so that they are current.
+SecretFiles = Callable[[], dict[str, bytes]]
 CANCELLED = "cancelled by the user"
 SERVER_STOPPED = "stopped: the server stopped while this backtest ran"
 NEVER_RAN = "the server stopped before this backtest ran"
@@ -45,6 +47,7 @@ class BacktestJob:
     model_type: str = "strategy"
     limits: RunLimits = field(default_factory=RunLimits)
     user_id: str = ""  # given to the model as UID (defaults to project_id: the personal project's id)
+    secrets: SecretFiles = field(default=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -162,7 +165,8 @@ class Backtests:
         })
         return RunRequest(run_id=f"backtest-{job.backtest_id}", kind="backtest", folder=folder.root,
                           zip_path=job.zip_path, version_id=job.version_id, python_version=job.python_version,
-                          env=env, limits=job.limits, deadline=True, network=self.network)
+                          env=env, limits=job.limits, deadline=True, network=self.network,
+                          secret_files=job.secrets())
 
     def _run(self, run: _Backtest) -> None:
         job = run.job

@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .backtests import limits_text
+from .backtests import SecretFiles, limits_text
 from .executor import Executor, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id
 from .logs import LogSink, failure_reason, read_tail, with_network_hint
@@ -36,6 +36,7 @@ class LiveJob:
     schedule: Optional[str] = None  # cron text for screeners
     limits: RunLimits = field(default_factory=RunLimits)
     user_id: str = ""
+    secrets: SecretFiles = field(default=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -183,7 +184,10 @@ class LiveModels:
                 self.executor.release(prepared)
 
     def run_once(self, live: Live, prepared: Prepared, log: LogSink, running: dict[str, Any]) -> Any:
-        """One process of the model; ``running`` is reported (with its pid) once it is up."""
+        """One process of the model; ``running`` is reported (with its pid) once it is up. Its secret
+        files are asked for afresh: a restart or a screener's next tick sees the keys stored now."""
+        prepared.request = replace(prepared.request, secret_files=live.job.secrets())
+
         def started(pid: Optional[int], at: float) -> None:
             self.report(live, {**running, "pid": pid, "since": at} if running.get("state") else {"pid": pid})
 

@@ -7,7 +7,9 @@ What a process of a run sees; nothing else of the machine exists inside::
                                  linker's cache and pip's site config, read-only
     /etc/passwd /etc/group       one account, ``blankly`` (uid and gid 1000), home /blankly/home
     <interpreter prefixes>       the Python the run uses, at its own path, read-only (a pyenv
-                                 version's folder, never the HOME above it)
+                                 version's folder, never the HOME above it); with the server's
+                                 own Python, the blankly_magics package too where an editable
+                                 install keeps it outside them
     /blankly/env                 the model's virtual environment, read-only (writable only to the
                                  sandboxed pip that builds it)
     /blankly/hook                the blankly_external hook, read-only
@@ -201,6 +203,11 @@ def interpreter_prefixes(python: Path) -> tuple[Path, ...]:
     if key not in _prefix_cache:
         if Path(python) == Path(sys.executable):
             found = {Path(sys.prefix), Path(sys.base_prefix)}
+            # A model may import blankly_magics (its ReplayExchange) from the server's own environment:
+            # an editable install keeps the package outside the prefixes, so it is shown on its own.
+            package = Path(__file__).resolve().parents[2]
+            if not any(package.is_relative_to(p.resolve()) for p in found):
+                found.add(package)
         else:
             import subprocess
 

@@ -15,8 +15,10 @@ from typing import Any, Optional
 
 from .backtests import SERVER_STOPPED, BacktestCallback, BacktestJob, Backtests
 from .executor import Executor
+from .folders import check_id
 from .live import LiveCallback, LiveJob, LiveModels
 from .local import LocalExecutor
+from .reports import PAGE_BYTES, ReportPage, read_report_page
 from .sandbox import find_bwrap
 
 
@@ -139,3 +141,10 @@ class Runner:
 
     def live_status(self, model_id: str) -> Optional[dict[str, Any]]:
         return self.live.status(model_id)
+
+    def live_report(self, model_id: str, name: str, offset: int = 0, limit: int = PAGE_BYTES, *,
+                    tail: bool = False) -> ReportPage:
+        """A page of a report file of the model's live run (kept after it stops, until its next deploy).
+        The one place the server reads a running run's reports: another executor answers it its own way."""
+        return read_report_page(self.live.folder / check_id("model id", model_id) / "report", name, offset, limit,
+                                tail=tail)

@@ -153,3 +153,53 @@ def test_bad_backtesting_args_fail_clearly(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 1
     assert "BACKTESTING_ARGS is not base64-encoded JSON" in proc.stderr
+
+
+LIVE_ON_REPLAY = '''
+import os, time
+import blankly
+from blankly_magics.replay import ReplayExchange
+
+
+def price_event(price, symbol, state):
+    n = state.variables.setdefault("n", 0)
+    state.variables["n"] = n + 1
+    state.interface.market_order(symbol, side="buy" if n % 2 == 0 else "sell", size=1)
+    if n == 1:
+        state.interface.limit_order(symbol, side="buy", price=round(price * 2, 2), size=1)  # fills on the next bar
+
+
+exchange = ReplayExchange("GOOG-USD-1d.csv", "GOOG-USD", interval=0.25, initial={"USD": 10000}, warmup=5)
+strategy = blankly.Strategy(exchange)
+strategy.add_price_event(price_event, symbol="GOOG-USD", resolution=0.25)
+blankly.reporter.export_live_var(14, "rsi_window", "bars in the RSI")
+blankly.reporter.text("starting")
+strategy.start()
+time.sleep(2.5)
+os._exit(0)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.blankly
+def test_a_live_strategy_reports_its_orders_their_fills_and_its_account_value(tmp_path: Path) -> None:
+    import pandas as pd
+
+    proc, report = run_model(tmp_path, LIVE_ON_REPLAY, backtesting=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = events(report)
+    placed = [e for e in seen if e["event"] == "market_order"]
+    assert len(placed) >= 5 and [e["order"]["side"] for e in placed[:4]] == ["buy", "sell", "buy", "sell"]
+    assert {(e["order"]["symbol"], e["exchange"]) for e in placed} == {("GOOG-USD", "replay")}
+    fills = {e["order"]["id"]: e["order"] for e in seen if e["event"] == "order_update"}
+    prices = pd.read_csv(PRICES_CSV)["close"].tolist()
+    for event in placed[:-1]:  # each market order is followed by its fill at a replayed close (the last one
+        # may have been cut short by the script's exit)
+        fill = fills[event["order"]["id"]]
+        assert fill["status"] == "done" and fill["type"] == "market" and fill["price"] in prices[5:]
+    limit = next(e["order"] for e in seen if e["event"] == "limit_order")
+    assert fills[limit["id"]]["status"] == "done"  # the replay reported its fill
+    values = [e for e in seen if e["event"] == "account_value"]
+    assert values and {e["quote"] for e in values} == {"USD"} and all(5000 < e["value"] < 15000 for e in values)
+    assert any(e["event"] == "live_var" and e["name"] == "rsi_window" and e["value"] == 14 for e in seen)
+    assert any(e["event"] == "text" and e["message"] == "starting" for e in seen)

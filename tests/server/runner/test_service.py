@@ -407,6 +407,18 @@ def test_a_crashing_model_is_restarted_then_left_crashed(runner: Runner, recorde
     assert len(set(pids)) == 3
 
 
+def test_each_start_of_a_live_model_gets_its_secret_files_afresh_and_they_go_when_it_ends(
+        runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
+    script = "print('keys.json holds', open('keys.json').read(), flush=True)\nraise SystemExit(3)\n"
+    zip_path = model_zip(tmp_path / "keyed.zip", script, prices=False)
+    starts = iter(range(1, 10))
+    runner.deploy(live_job(zip_path, model_id="keyed", secrets=lambda: {"keys.json": b"generation %d" % next(starts)}))
+    final = recorder.wait_live("keyed", lambda s: s.get("state") == "crashed")
+    log = final["log_tail"]
+    assert [f"keys.json holds generation {n}" in log for n in (1, 2, 3)] == [True, True, True]  # the restarts too
+    assert not list((tmp_path / "data" / "runs" / "live" / "keyed").rglob("keys.json"))
+
+
 @pytest.mark.slow  # waits for the next minute boundary
 def test_a_screener_runs_on_its_schedule(runner: Runner, recorder: Recorder, tmp_path: Path) -> None:
     script = "import time\nprint('screened at', time.strftime('%H:%M'), flush=True)\n"

@@ -7,9 +7,17 @@ The runner puts the directory holding this file FIRST on a child's PYTHONPATH an
 nowhere else, so only models it runs see it.
 
 Everything is written under ``BLANKLY_MAGICS_REPORT_DIR``:
-  events.jsonl           one JSON object per report, in order
+  events.jsonl           one JSON object per report, in order ({"event": kind, "time": epoch, ...})
   backtest_result.json   the last backtest result (written atomically)
   screener_result.json   the last screener result (written atomically)
+
+A live strategy (no ``BACKTESTING``) is watched too: each order it places through
+Blankly's strategy logger is followed by an ``order_update`` event with what the
+returned order says (status, type, price; a paper fill's executed price), and its
+account value (its quote asset plus what it holds of the symbols it trades, at
+their prices) is an ``account_value`` event after each order and every
+``BLANKLY_MAGICS_ACCOUNT_SECONDS`` (default 60) seconds, from a thread of its own.
+The server serves these as the model's activity.
 
 In a backtest (``BACKTESTING=1``) the uploaded kwargs (``BACKTESTING_ARGS``,
 base64 JSON) are applied: ``strategy.start()`` runs ``strategy.backtest(**args)``,
@@ -167,15 +175,85 @@ def _kwargs_of(original, args, kwargs):
     return flat
 
 
+def _number(value):
+    """A float from a number or numeric text (exchanges answer either), else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def order_outcome(interface, order):
+    """What a placed order's answer says: id, status, type and, when known, its price."""
+    try:
+        response = dict(order.get_response())
+    except Exception:
+        return None
+    outcome = {key: response.get(key) for key in ("id", "status", "type", "symbol", "side")}
+    price = _number(response.get("price"))
+    for fill in getattr(interface, "market_order_execution_details", None) or ():
+        if fill.get("id") == outcome["id"]:  # a paper fill keeps its executed price here
+            price = _number(fill.get("executed_price"))
+    outcome["price"] = price
+    return outcome
+
+
+class AccountWatch:
+    """Samples a live strategy's account value on a thread of its own (never the strategy's)."""
+
+    def __init__(self, interface, symbols, every):
+        self.interface = interface
+        self.symbols = symbols  # the reporter's list: filled as the strategy adds its events
+        self.every = every
+        self._wake = threading.Event()
+        thread = threading.Thread(target=self._run, name="blankly-magics-account", daemon=True)
+        thread.start()
+
+    def soon(self):
+        self._wake.set()
+
+    def value(self):
+        """(value, quote asset), or None before the strategy named a symbol."""
+        if not self.symbols:
+            return None
+        quote = self.symbols[0].split("-")[-1]
+        account = self.interface.get_account()
+        total = 0.0
+        for asset in dict.fromkeys([quote] + [s.split("-")[0] for s in self.symbols if s.endswith("-" + quote)]):
+            entry = account.get(asset) if hasattr(account, "get") else None
+            if not entry:
+                continue
+            amount = (_number(entry.get("available")) or 0.0) + (_number(entry.get("hold")) or 0.0)
+            if amount and asset != quote:
+                amount *= float(self.interface.get_price(asset + "-" + quote))
+            total += amount
+        return total, quote
+
+    def _run(self):
+        self._wake.wait(min(self.every, 2.0))  # a first value soon after the start, then at the pace asked
+        while True:
+            self._wake.clear()
+            try:
+                sampled = self.value()
+            except Exception:  # an exchange hiccup: try again next time
+                sampled = None
+            if sampled is not None:
+                _event("account_value", value=sampled[0], quote=sampled[1])
+            self._wake.wait(self.every)
+
+
 class _Reporter:
     """Receives Blankly's reports for a model run by the local server."""
 
     def __init__(self):
         self._live_vars = {}
         self._strategies = []
+        self._symbols = []
         self._backtests_run = 0
         self._screener = None
         self._crashed = False
+        self._account = None
 
     # -- strategies and backtests ------------------------------------------
 
@@ -184,6 +262,32 @@ class _Reporter:
         _event("strategy", type=type(strategy).__name__)
         if backtesting():
             self._arm_backtest(strategy)
+        else:
+            self._watch_live(strategy)
+
+    def _watch_live(self, strategy):
+        """Follow each order the strategy places, and its account's value (the first strategy's)."""
+        logger = getattr(strategy, "interface", None)
+        if logger is None:
+            return
+        if self._account is None:
+            every = _number(os.environ.get("BLANKLY_MAGICS_ACCOUNT_SECONDS")) or 60.0
+            self._account = AccountWatch(logger, self._symbols, max(0.5, every))
+        for name in ("market_order", "limit_order"):
+            original = getattr(logger, name, None)
+            if callable(original):
+                setattr(logger, name, self._follow(logger, original))
+
+    def _follow(self, logger, original):
+        def place(*args, **kwargs):
+            order = original(*args, **kwargs)
+            outcome = order_outcome(getattr(logger, "interface", None), order)
+            if outcome:
+                _event("order_update", order=outcome)
+            self._account.soon()
+            return order
+
+        return place
 
     def _arm_backtest(self, strategy):
         reporter = self
@@ -231,6 +335,8 @@ class _Reporter:
         _event("exchange", name=exchange_name)
 
     def export_used_symbol(self, symbol, *args, **kwargs):
+        if isinstance(symbol, str) and symbol not in self._symbols:
+            self._symbols.append(symbol)
         _event("symbol", symbol=symbol)
 
     def log_market_order(self, exchange_out, exchange_type=None, *args, **kwargs):

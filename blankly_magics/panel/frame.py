@@ -28,6 +28,7 @@ from ..hints import NOTEBOOK
 from ..workflow.feedback import Cancel, Feedback
 from .backtest import BacktestSection
 from .cells import CellsSection
+from .compare import CompareSection
 from .deploy import DeploySection
 from .logs import LogsSection
 from .section import Section
@@ -36,7 +37,7 @@ from .target import TargetSection
 from .widgets import fit, show
 
 SECTIONS: tuple[Type[Section], ...] = (SignInSection, TargetSection, BacktestSection, CellsSection, DeploySection,
-                                       LogsSection)
+                                       LogsSection, CompareSection)
 MARKS = {"error": "\u2716 ", "ok": "\u2714 ", "work": "\u22ef "}
 COLOURS = {"error": "var(--jp-error-color1,#c62828)", "ok": "var(--jp-success-color1,#2e7d32)"}
 

@@ -87,7 +87,7 @@ def folded_trades_html(trades: pd.DataFrame, limit: int = SHOWN_TRADES) -> str:
             f"{trades_html(trades, limit)}</details>")
 
 
-CHART_ALT = "equity curve against buy and hold, drawdown beneath"
+CHART_ALT = "equity curve"
 
 
 def chart_html(data: Optional[bytes], alt: str = CHART_ALT) -> str:

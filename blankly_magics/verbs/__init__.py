@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..session import Session
     from ..workflow.feedback import Feedback
 
-VERBS = ("projects", "models", "versions", "status", "logs", "stop", "backtests", "result", "cancel")
+VERBS = ("projects", "models", "versions", "status", "logs", "stop", "backtests", "result", "compare", "cancel")
 
 
 class Face(Protocol):

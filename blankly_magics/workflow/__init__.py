@@ -14,14 +14,16 @@ call these functions, and render what comes back; a script can do the same::
 One module per flow: ``build`` (the export/bundle pipeline), ``target`` and ``memory``
 (which model a run goes to; the side file that keeps any face from making a second
 model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``,
-``fetch`` and ``listings`` (results), ``logs``, ``backtest_args`` (the one parser of
-backtest periods and balances) and ``run`` (the end-to-end flow). Importing this
+``fetch`` and ``listings`` (results), ``compare`` (backtests side by side), ``logs``,
+``backtest_args`` (the one parser of backtest periods and balances) and ``run`` (the
+end-to-end flow). Importing this
 package is cheap: the client, requests and the pipeline load when first used.
 """
 from __future__ import annotations
 
 from .backtest_args import BacktestArgsError, backtest_args, from_options, parse_balances
 from .build import BuildFailed, ModelSource, build_model, python_version, read_notebook, save_zip
+from .compare import compare
 from .feedback import Cancel, Feedback, Interrupted
 from .fetch import deployment_result, fetch_backtest, stop_model
 from .listings import backtests, models, projects, statuses, versions
@@ -36,8 +38,8 @@ from .waiting import cancel_backtest, wait_for_backtest
 __all__ = [
     "BacktestArgsError", "BuildFailed", "Cancel", "Feedback", "Interrupted", "LogCursor", "LogSource", "Memory",
     "ModelSource", "RunError", "RunRequest", "Target", "backtest_args", "backtest_log", "backtests",
-    "build_model", "cancel_backtest", "choose_plan", "choose_target", "deployment_result", "fetch_backtest",
-    "find_model_id", "follow", "from_options", "model_log", "models", "parse_balances", "projects",
+    "build_model", "cancel_backtest", "choose_plan", "choose_target", "compare", "deployment_result",
+    "fetch_backtest", "find_model_id", "follow", "from_options", "model_log", "models", "parse_balances", "projects",
     "python_version", "read_all", "read_notebook", "resolve_model", "resolve_project", "run", "save_zip",
     "server_key", "statuses", "stop_model", "upload", "versions", "wait_for_backtest",
 ]

@@ -116,7 +116,8 @@ class CompareSection(Section):
     def compare(self) -> None:
         from .frame import PanelError
 
-        picked = list(self.picker.value)
+        chosen = set(self.picker.value)
+        picked = [value for _, value in reversed(self.picker.options) if value in chosen]  # oldest first
         if len(picked) < 2:
             raise PanelError("Pick two or more backtests to compare (Ctrl- or Shift-click in the list)")
         self.panel.say(f"Comparing {len(picked)} backtests\u2026", "work")

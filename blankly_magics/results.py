@@ -12,16 +12,13 @@ import base64
 import html
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 from .charts import account_values_frame, equity_figure, figure_png, points
 from .errors import BlanklyError
 from .formats import time_text
 from .hints import NOTEBOOK, Hints
-
-if TYPE_CHECKING:
-    from .report import BacktestReport
+from .report.reported import Reported, trades_table
 
 TERMINAL_STATES = ("completed", "failed", "cancelled")
 
@@ -114,17 +111,8 @@ def _log_tail_html(text: str) -> str:
     return f"<details open><summary>Log tail</summary><pre>{esc(_tail(text))}</pre></details>"
 
 
-def _trades_frame(trades: list) -> Any:
-    """Blankly's orders as a DataFrame (one row per order) when pandas is importable, else the list."""
-    try:
-        from .report.series import trades_frame
-    except ImportError:
-        return list(trades)
-    return trades_frame(trades)
-
-
 @dataclass(repr=False)
-class BacktestResult(Shown):
+class BacktestResult(Reported, Shown):
     """One backtest as the server reports it; `.metrics` is keyed by Blankly's
     metric names (plus the worst drawdown and its duration), `.account_values` is a
     DataFrame (time, value) and `.trades` a DataFrame (time, symbol, side, size, price,
@@ -186,7 +174,7 @@ class BacktestResult(Shown):
             ended_at=payload.get("endedAt"),
             metrics=normalize_metrics(result.get("metrics")),
             account_values=account_values_frame(result.get("accountValues") or []),
-            trades=_trades_frame(list(result.get("trades") or [])),
+            trades=trades_table(list(result.get("trades") or [])),
             initial_account_value=result.get("initialAccountValue"),
             final_account_value=result.get("finalAccountValue"),
             start_time=result.get("startTime"),
@@ -232,50 +220,6 @@ class BacktestResult(Shown):
             except BlanklyError:  # the report says less, rather than nothing
                 self._version = {}
         return self._version
-
-    # -- the report (pandas and matplotlib, imported when first asked for) ----------
-
-    @property
-    def has_report(self) -> bool:
-        """Completed, with account values, and pandas to compute the report with."""
-        return self.ok and hasattr(self.account_values, "columns") and len(self.account_values) > 0
-
-    @property
-    def report(self) -> "BacktestReport":
-        """The report's series, table and chart, computed once."""
-        if self._report is None:
-            from .report import BacktestReport, ReportError
-
-            if not self.has_report:
-                raise ReportError(f"backtest {self.backtest_id} is {self.status}: only a completed backtest "
-                                  "with account values has a report (and it needs pandas and matplotlib)")
-            self._report = BacktestReport.of(self)
-        return self._report
-
-    @property
-    def drawdown(self) -> Any:
-        """A pandas Series by time: how far below its highest value so far the account stood, as a
-        FRACTION (-0.2 is 20 % below), 0 at each new high."""
-        return self.report.drawdown
-
-    @property
-    def benchmark(self) -> Any:
-        """Buy and hold of the traded symbol(s) (equal parts) from the same initial value, over the
-        same period and prices as the backtest: a pandas Series of account value (None without prices)."""
-        return self.report.benchmark
-
-    @property
-    def metrics_table(self) -> Any:
-        """Return, CAGR, volatility, Sharpe, worst drawdown and its duration: a DataFrame with a
-        Strategy and a Benchmark column."""
-        return self.report.table
-
-    def save(self, path: Union[str, Path]) -> Path:
-        """Write the report as one self-contained HTML file (metrics, charts, trades, period, backtest
-        arguments, parameters, version); returns its path."""
-        from .report.document import save
-
-        return save(self, self.report, path)
 
     def figure(self) -> Any:
         """The equity curve as a matplotlib Figure (Agg canvas): against the benchmark, with buy/sell

@@ -38,7 +38,8 @@ class BacktestReport:
             float(values.iloc[0]) if len(values) else None)
         hold = series.benchmark(prices, held, initial)
         trades = result.trades if isinstance(result.trades, pd.DataFrame) else series.trades_frame(result.trades)
-        return cls(values=values, drawdown=series.drawdown(values), benchmark=hold, held=held if hold is not None else [],
+        return cls(values=values, drawdown=series.drawdown(values), benchmark=hold,
+                   held=held if hold is not None else [],
                    trades=trades, table=measures.side_by_side(values, hold, result.metrics),
                    title=f"Backtest {result.backtest_id}", quote=result.quote_asset)
 

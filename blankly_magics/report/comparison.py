@@ -95,7 +95,8 @@ class Comparison(Shown):
             + "</tr>"
             for name, row in zip(self.table.index, self.table.itertuples(index=False, name=None))
         )
-        return f"<table class='blankly-compare'><thead><tr><th>Metric</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        head = f"<thead><tr><th>Metric</th>{head}</tr></thead>"
+        return f"<table class='blankly-compare'>{head}<tbody>{rows}</tbody></table>"
 
     def to_html(self, chart: bool = True) -> str:
         parts = [f"<div class='blankly-compare'><p><b>{len(self.backtest_ids)} backtests compared</b></p>",

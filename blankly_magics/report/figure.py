@@ -81,7 +81,8 @@ def report_figure(values: pd.Series, *, benchmark: Optional[pd.Series] = None, d
     return fig
 
 
-def overlay_figure(curves: Mapping[str, pd.Series], *, title: str = "Account value", quote: Optional[str] = None) -> Any:
+def overlay_figure(curves: Mapping[str, pd.Series], *, title: str = "Account value",
+                   quote: Optional[str] = None) -> Any:
     """Several equity curves on one axis, one colour each, labelled."""
     fig = _canvas((8.0, 3.6))
     ax = fig.add_subplot(1, 1, 1)

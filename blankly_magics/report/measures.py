@@ -31,6 +31,7 @@ WORST_DAYS = "Worst drawdown duration (days)"
 ROWS = (RETURN, CAGR, VOLATILITY, SHARPE, WORST, WORST_DAYS)
 YEAR_DAYS = 365.0
 TRADING_DAYS = 252.0
+MAX_STEPS = 1_000_000  # a one-second step over years would be hundreds of millions of values
 
 
 def _number(value: Any) -> Optional[float]:
@@ -46,7 +47,8 @@ def resampled(values: pd.Series, step: float) -> pd.Series:
     return values.reindex(values.index.union(grid)).ffill().reindex(grid)
 
 
-def performance(values: Optional[pd.Series], *, step: float = DAY, risk_free: float = 0.0) -> dict[str, Optional[float]]:
+def performance(values: Optional[pd.Series], *, step: float = DAY,
+                risk_free: float = 0.0) -> dict[str, Optional[float]]:
     """The ROWS for one value series (None where it cannot say: too short, flat, empty)."""
     out: dict[str, Optional[float]] = dict.fromkeys(ROWS)
     if values is None or len(values) < 2 or not values.iloc[0]:
@@ -56,6 +58,7 @@ def performance(values: Optional[pd.Series], *, step: float = DAY, risk_free: fl
     years = (values.index[-1] - values.index[0]).total_seconds() / (YEAR_DAYS * DAY)
     if years > 0 and last > 0 and first > 0:
         out[CAGR] = ((last / first) ** (1.0 / years) - 1.0) * 100.0
+    step = max(step, (values.index[-1] - values.index[0]).total_seconds() / MAX_STEPS)  # a coarser one if need be
     returns = resampled(values, step).pct_change().dropna()
     per_year = TRADING_DAYS * DAY / step
     if len(returns) >= 2:
@@ -72,7 +75,8 @@ def performance(values: Optional[pd.Series], *, step: float = DAY, risk_free: fl
 def settings_of(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The resampling step and risk-free rate the backtest measured itself with."""
     step = _number(metrics.get("Resampled Time"))
-    return {"step": step if step and step > 0 else DAY, "risk_free": _number(metrics.get("Risk Free Return Rate")) or 0.0}
+    risk_free = _number(metrics.get("Risk Free Return Rate"))
+    return {"step": step if step and step > 0 else DAY, "risk_free": risk_free or 0.0}
 
 
 def side_by_side(strategy: Optional[pd.Series], benchmark: Optional[pd.Series],

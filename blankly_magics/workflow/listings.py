@@ -75,5 +75,7 @@ def backtests(session: "Session", model: str, project: Optional[str] = None, sor
             ("description", "description"), ("createdAt", "created")]
     cols += [(key, header) for key, (header, _, _) in BACKTEST_METRICS.items()]
     rows = sort_backtests([_with_metrics(r) for r in session.client.backtests(model_id)], sort)
-    title = f"Backtests of model {model_id}" + (f", by {BACKTEST_METRICS[sort][0]} (best first)" if sort != "created" else "")
+    title = f"Backtests of model {model_id}"
+    if sort != "created":
+        title += f", by {BACKTEST_METRICS[sort][0]} (best first)"
     return Listing(title, cols, rows)

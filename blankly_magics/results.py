@@ -114,7 +114,7 @@ def _log_tail_html(text: str) -> str:
 @dataclass(repr=False)
 class BacktestResult(Reported, Shown):
     """One backtest as the server reports it; `.metrics` is keyed by Blankly's
-    metric names (plus the worst drawdown and its duration), `.account_values` is a
+    metric names (Blankly's own numbers, as it prints them), `.account_values` is a
     DataFrame (time, value) and `.trades` a DataFrame (time, symbol, side, size, price,
     order_id, ...) when pandas is importable, else lists of dicts. A completed one has a
     report (`.report`, `.drawdown`, `.benchmark`, `.metrics_table`, `.save(path)`)."""
@@ -159,7 +159,7 @@ class BacktestResult(Reported, Shown):
     ) -> "BacktestResult":
         """From /backtest/status or /backtest/result (whose "result" may be null)."""
         result = payload.get("result") or {}
-        made = cls(
+        return cls(
             backtest_id=str(payload.get("backtestId") or payload.get("id") or ""),
             status=str(payload.get("status") or "unknown"),
             model_id=payload.get("modelId"),
@@ -189,9 +189,6 @@ class BacktestResult(Reported, Shown):
             _fetch_logs=fetch_logs,
             _fetch_version=fetch_version,
         )
-        if made.has_report:
-            made.metrics.update(made.report.worst())
-        return made
 
     @property
     def done(self) -> bool:

@@ -133,7 +133,7 @@ def test_logs_are_fetched_lazily_and_kept_out_of_the_repr():
     assert calls == []
     assert result.logs() == "whole log" and calls == [1]
     assert repr(result) == (
-        "BacktestResult(backtest_id='bt-1', status='completed', model_id='m-1', version_id='v-1', metrics=5, trades=3)"
+        "BacktestResult(backtest_id='bt-1', status='completed', model_id='m-1', version_id='v-1', metrics=3, trades=3)"
     )
 
 

@@ -47,11 +47,6 @@ class BacktestReport:
     def benchmark_label(self) -> str:
         return "buy and hold " + ", ".join(self.held) if self.held else "buy and hold"
 
-    def worst(self) -> dict[str, float]:
-        """The worst drawdown and its duration, as ``r.metrics`` carries them."""
-        column = self.table["Strategy"]
-        return {measures.WORST: float(column[measures.WORST]), measures.WORST_DAYS: float(column[measures.WORST_DAYS])}
-
     def figure(self) -> Any:
         """The equity curve against the benchmark with buy/sell markers, the drawdown beneath."""
         return report_figure(self.values, benchmark=self.benchmark, drawdown=self.drawdown,

@@ -55,6 +55,15 @@ class Reported:
         return self.report.drawdown
 
     @property
+    def worst_drawdown(self) -> Any:
+        """The deepest drawdown: ``depth`` (a fraction), ``peak``, ``trough``, ``recovered`` (None if
+        never within the period) and ``days`` (from the peak until recovered, or the end); None when
+        the account never fell below a high."""
+        from .series import worst_drawdown
+
+        return worst_drawdown(self.report.values)
+
+    @property
     def benchmark(self) -> Any:
         """Buy and hold of the traded symbol(s) (equal parts) from the same initial value, over the
         same period and prices as the backtest: a pandas Series of account value (None without prices)."""

@@ -94,10 +94,12 @@ def test_the_drawdown_is_the_fall_below_the_running_high(result: BacktestResult)
     bottom = expected.index(min(expected))
     peak = max(range(bottom + 1), key=lambda i: (values[i], -i))  # the first time at the high before it
     back = next(i for i in range(bottom, len(values)) if values[i] >= values[peak])
-    assert result.metrics["Worst drawdown (%)"] == pytest.approx(min(expected) * 100)
+    worst = result.worst_drawdown
+    assert (worst.peak, worst.trough, worst.recovered) == (times[peak], times[bottom], times[back])
     days = (times[back] - times[peak]).total_seconds() / DAY
-    assert result.metrics["Worst drawdown duration (days)"] == pytest.approx(days)
     assert result.metrics_table.at["Worst drawdown (%)", "Strategy"] == pytest.approx(min(expected) * 100)
+    assert result.metrics_table.at["Worst drawdown duration (days)", "Strategy"] == pytest.approx(days) == worst.days
+    assert "Worst drawdown (%)" not in result.metrics  # Blankly's metrics stay Blankly's
 
 
 def test_the_benchmark_holds_the_symbol_over_the_period_from_the_same_initial_value(result: BacktestResult) -> None:

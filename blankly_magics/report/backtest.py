@@ -53,8 +53,15 @@ class BacktestReport:
                              fills=series.fills(self.trades), title=self.title, quote=self.quote,
                              benchmark_label=self.benchmark_label)
 
-    def png(self) -> Optional[bytes]:
-        """The figure as PNG bytes (drawn once), or None with fewer than two values."""
-        if self._png is None and len(self.values) >= 2:
-            self._png = png(self.figure())
-        return self._png
+    def png(self, dpi: Optional[float] = None) -> Optional[bytes]:
+        """The figure as PNG bytes (drawn once at the default resolution), or None with fewer than
+        two values or without matplotlib."""
+        if len(self.values) < 2 or (self._png is not None and dpi is None):
+            return self._png
+        try:
+            data = png(self.figure(), dpi)
+        except ImportError:
+            return None
+        if dpi is None:
+            self._png = data
+        return data

@@ -83,8 +83,12 @@ class Comparison(Shown):
         return overlay_figure(self.curves, title="Account value", quote=self.quote)
 
     def png(self) -> Optional[bytes]:
+        """The overlay as PNG bytes (drawn once), or None without matplotlib."""
         if self._png is None and any(len(c) >= 2 for c in self.curves.values()):
-            self._png = png(self.figure())
+            try:
+                self._png = png(self.figure())
+            except ImportError:
+                return None
         return self._png
 
     def _table_html(self) -> str:

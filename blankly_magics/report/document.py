@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..results import BacktestResult
     from .backtest import BacktestReport
 
+
 class ReportError(BlanklyError):
     """A report that cannot be made or written."""
 
@@ -142,19 +143,13 @@ def report_body(result: "BacktestResult", report: "BacktestReport") -> str:
     sections = [f"<h1>Backtest {esc(result.backtest_id)}</h1>", f"<p class='muted'>{esc(result.headline())}</p>",
                 _pairs_html(about(result)), "<h2>Metrics</h2>", metrics_html(result, report),
                 "<h2>Account value, buy and hold, drawdown</h2>",
-                chart_html(png_at(report, FILE_DPI)), "<h2>Backtest arguments</h2>", _json_html(result.args)]
+                chart_html(report.png(FILE_DPI)), "<h2>Backtest arguments</h2>", _json_html(result.args)]
     if result.parameters:
         sections += ["<h2>Parameters</h2>", _json_html(result.parameters)]
     trades = report.trades
     more = f" (the first {FILE_TRADES})" if len(trades) > FILE_TRADES else ""
     sections += [f"<h2>Trades: {len(trades)}{more}</h2>", trades_html(trades, FILE_TRADES) if len(trades) else ""]
     return "".join(sections)
-
-
-def png_at(report: "BacktestReport", dpi: float) -> Optional[bytes]:
-    from .figure import png
-
-    return png(report.figure(), dpi) if len(report.values) >= 2 else None
 
 
 def document(title: str, body: str) -> str:
@@ -193,7 +188,8 @@ def metrics_text(result: "BacktestResult", report: "BacktestReport") -> str:
                                             for name, mine, theirs in metrics_rows(result, report)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"  {a.ljust(widths[0])}  {b.rjust(widths[1])}  {c.rjust(widths[2])}".rstrip() for a, b, c in rows]
-    lines.insert(len(ROWS) + 1, "  Blankly's metrics:")
+    if len(lines) > len(ROWS) + 1:
+        lines.insert(len(ROWS) + 1, "  Blankly's metrics:")
     return "\n".join(lines)
 
 

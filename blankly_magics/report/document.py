@@ -98,9 +98,8 @@ def chart_html(data: Optional[bytes], alt: str = CHART_ALT) -> str:
 
 
 def period_text(result: "BacktestResult") -> str:
-    if result.start_time is None and result.stop_time is None:
-        return ""
-    return f"{format_time(result.start_time)} to {format_time(result.stop_time)}"
+    """"2010-06-01 00:00 to 2013-03-01 00:00" (UTC), or "" when the result has no period."""
+    return result._period()
 
 
 def cell_html(result: "BacktestResult", report: "BacktestReport", chart: bool) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension", "panel"]
+__all__ = ["__version__", "compare", "load_ipython_extension", "unload_ipython_extension", "panel"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -36,3 +36,13 @@ def panel(**kwargs: Any) -> Any:
     from .panel import show_panel
 
     return show_panel(**kwargs)
+
+
+def compare(*backtest_ids: str) -> Any:
+    """Completed backtests side by side, with the signed-in session (``%blankly_login`` first):
+    ``.table`` is a DataFrame of their metrics, one column per backtest; ``.figure()`` overlays their
+    equity curves. The same as ``%blankly compare ID1 ID2 ...``."""
+    from . import session
+    from .workflow import compare as compare_backtests
+
+    return compare_backtests(session.require(), backtest_ids)

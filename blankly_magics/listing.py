@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 from .results import Shown, esc, format_time, format_value
 
@@ -53,6 +53,13 @@ class Listing(Shown):
             for r in self.rows
         )
         return f"<table><caption style='text-align:left'>{esc(self.title)} ({len(self.rows)})</caption><tr>{head}</tr>{body}</table>"
+
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame, the table's headers as its columns (to sort, filter, plot)."""
+        import pandas as pd
+
+        return pd.DataFrame([{header: row.get(key) for key, header in self.columns} for row in self.rows],
+                            columns=[header for _, header in self.columns])
 
     _repr_pretty_ = Shown._repr_pretty_
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from .charts import account_values_frame, equity_figure, figure_png, points
+from .errors import BlanklyError
 from .formats import time_text
 from .hints import NOTEBOOK, Hints
+from .report.reported import Reported, trades_table
 
 TERMINAL_STATES = ("completed", "failed", "cancelled")
 
@@ -110,10 +112,12 @@ def _log_tail_html(text: str) -> str:
 
 
 @dataclass(repr=False)
-class BacktestResult(Shown):
+class BacktestResult(Reported, Shown):
     """One backtest as the server reports it; `.metrics` is keyed by Blankly's
-    metric names, `.account_values` is a DataFrame (time, value) when pandas is
-    importable, else a list of {"time", "value"} dicts."""
+    metric names (Blankly's own numbers, as it prints them), `.account_values` is a
+    DataFrame (time, value) and `.trades` a DataFrame (time, symbol, side, size, price,
+    order_id, ...) when pandas is importable, else lists of dicts. A completed one has a
+    report (`.report`, `.drawdown`, `.benchmark`, `.metrics_table`, `.save(path)`)."""
 
     backtest_id: str
     status: str
@@ -129,7 +133,7 @@ class BacktestResult(Shown):
     ended_at: Any = None
     metrics: dict = field(default_factory=dict)
     account_values: Any = field(default_factory=list)
-    trades: list = field(default_factory=list)
+    trades: Any = field(default_factory=list)
     initial_account_value: Optional[float] = None
     final_account_value: Optional[float] = None
     start_time: Any = None
@@ -137,16 +141,21 @@ class BacktestResult(Shown):
     symbols: list = field(default_factory=list)
     quote_asset: Optional[str] = None
     exchange: Optional[str] = None
+    prices: dict = field(default_factory=dict)  # the prices the backtest replayed, per symbol (the benchmark's)
+    parameters: dict = field(default_factory=dict)
     log_tail: str = ""
     show_chart: bool = field(default=True, compare=False)
     commands: Hints = field(default=NOTEBOOK, compare=False)  # how the hints spell commands
     _fetch_logs: Optional[Callable[[], str]] = field(default=None, compare=False)
     _png: Optional[bytes] = field(default=None, compare=False)
+    _fetch_version: Optional[Callable[[], dict]] = field(default=None, compare=False)
+    _version: Optional[dict] = field(default=None, compare=False)
+    _report: Any = field(default=None, compare=False)
 
     @classmethod
     def from_api(
         cls, payload: dict, *, log_tail: str = "", fetch_logs: Optional[Callable[[], str]] = None,
-        commands: Hints = NOTEBOOK,
+        commands: Hints = NOTEBOOK, fetch_version: Optional[Callable[[], dict]] = None,
     ) -> "BacktestResult":
         """From /backtest/status or /backtest/result (whose "result" may be null)."""
         result = payload.get("result") or {}
@@ -165,7 +174,7 @@ class BacktestResult(Shown):
             ended_at=payload.get("endedAt"),
             metrics=normalize_metrics(result.get("metrics")),
             account_values=account_values_frame(result.get("accountValues") or []),
-            trades=list(result.get("trades") or []),
+            trades=trades_table(list(result.get("trades") or [])),
             initial_account_value=result.get("initialAccountValue"),
             final_account_value=result.get("finalAccountValue"),
             start_time=result.get("startTime"),
@@ -173,9 +182,12 @@ class BacktestResult(Shown):
             symbols=list(result.get("symbols") or []),
             quote_asset=result.get("quoteAsset"),
             exchange=result.get("exchange"),
+            prices=result.get("prices") or {},
+            parameters=payload.get("parameters") or result.get("parameters") or {},
             log_tail=log_tail or "",
             commands=commands,
             _fetch_logs=fetch_logs,
+            _fetch_version=fetch_version,
         )
 
     @property
@@ -196,8 +208,21 @@ class BacktestResult(Shown):
             return self.log_tail
         return self._fetch_logs()
 
+    def version_info(self) -> dict:
+        """The version this backtest ran ({"number", "description", ...} as /model/versions has it),
+        asked of the server once; {} when unknown."""
+        if self._version is None:
+            try:
+                self._version = self._fetch_version() if self._fetch_version is not None else {}
+            except BlanklyError:  # the report says less, rather than nothing
+                self._version = {}
+        return self._version
+
     def figure(self) -> Any:
-        """The equity curve as a matplotlib Figure (Agg canvas)."""
+        """The equity curve as a matplotlib Figure (Agg canvas): against the benchmark, with buy/sell
+        markers and the drawdown beneath, once the backtest completed."""
+        if self.has_report:
+            return self.report.figure()
         return equity_figure(
             self.account_values, title=f"Backtest {self.backtest_id}: account value", quote=self.quote_asset
         )
@@ -227,7 +252,7 @@ class BacktestResult(Shown):
         if not self.done:
             out.append(self.commands.follow_backtest(self.backtest_id))
         elif self.commands.python:
-            out.append("r = _  then r.metrics, r.account_values, r.trades, r.logs(), r.figure()")
+            out.append("r = _  then r.metrics_table, r.trades, r.benchmark, r.drawdown, r.save('report.html')")
         return out
 
     def _period(self) -> str:
@@ -237,10 +262,15 @@ class BacktestResult(Shown):
 
     def to_text(self) -> str:
         lines = [self.headline()]
-        if self.metrics:
+        if self.has_report:
+            from .report.document import metrics_text, period_text, trades_text
+
+            lines += ["Metrics:", metrics_text(self, self.report), f"Period: {period_text(self)}",
+                      trades_text(self.report.trades)]
+        elif self.metrics:
             lines.append("Metrics:")
             lines.append(_kv_text(list(self.metrics.items())))
-        if self.done and self.ok:
+        if self.done and self.ok and not self.has_report:
             period = self._period()
             lines.append(f"Trades: {self.trade_count}" + (f"   Period: {period}" if period else ""))
         if self.status == "failed" and self.log_tail:
@@ -255,14 +285,18 @@ class BacktestResult(Shown):
         chart = self.show_chart if chart is None else chart
         colour = {"completed": "#1a7f37", "failed": "#cf222e", "cancelled": "#9a6700"}.get(self.status, "#57606a")
         parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{esc(self.headline())}</b></p>"]
-        if self.metrics:
+        if self.has_report:
+            from .report.document import cell_html
+
+            parts.append(cell_html(self, self.report, chart))
+        elif self.metrics:
             parts.append(_kv_table_html(list(self.metrics.items()), caption="Metrics"))
-        if self.done and self.ok:
+        if self.done and self.ok and not self.has_report:
             period = self._period()
             parts.append(
                 f"<p>Trades: <b>{self.trade_count}</b>" + (f" &middot; Period: {esc(period)}" if period else "") + "</p>"
             )
-        if chart and self.ok:
+        if chart and self.ok and not self.has_report:
             png = self.chart_png()
             if png:
                 data = base64.b64encode(png).decode("ascii")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 pytest_plugins = ["tests.fixtures_home", "tests.fixtures_notebooks", "tests.fixtures_server", "tests.magics_shell",
-                  "tests.fixtures_panel"]
+                  "tests.fixtures_panel", "tests.fixtures_report"]
 
 # Blankly does not install on Python 3.12 and newer (its newnewtulipy dependency does not
 # build there): tests marked `blankly` skip themselves there, saying so.

@@ -29,6 +29,7 @@ from ..workflow.feedback import Cancel, Feedback
 from .activity import ActivitySection
 from .backtest import BacktestSection
 from .cells import CellsSection
+from .compare import CompareSection
 from .deploy import DeploySection
 from .keys import KeysSection
 from .logs import LogsSection
@@ -38,7 +39,8 @@ from .target import TargetSection
 from .widgets import fit, show
 
 SECTIONS: tuple[Type[Section], ...] = (SignInSection, TargetSection, BacktestSection, CellsSection, DeploySection,
-                                       LogsSection, ActivitySection, KeysSection)
+                                       LogsSection, ActivitySection, KeysSection,
+                                       CompareSection)
 MARKS = {"error": "\u2716 ", "ok": "\u2714 ", "work": "\u22ef "}
 COLOURS = {"error": "var(--jp-error-color1,#c62828)", "ok": "var(--jp-success-color1,#2e7d32)"}
 

@@ -6,11 +6,15 @@ business, so the wire format and the storage can change apart.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
 TERMINAL = ("completed", "failed", "cancelled")
+# The metrics a backtest list carries for each completed backtest (Blankly's names).
+SUMMARY_METRICS = ("Cumulative Returns (%)", "Compound Annual Growth Rate (%)", "Sharpe Ratio", "Sortino Ratio",
+                   "Max Drawdown (%)", "Volatility")
 
 
 def json_safe(value: Any) -> Any:
@@ -129,6 +133,7 @@ class Backtest:
     exit_code: Optional[int]
     error: Optional[str]
     result: Optional[dict[str, Any]]
+    summary: Optional[dict[str, Any]] = None  # in lists: a completed result's short form (summary_of)
 
     @property
     def finished(self) -> bool:
@@ -152,7 +157,23 @@ class Backtest:
         }
         if with_result:
             out["result"] = _camel_keys(self.result) if self.result is not None else None
+        if self.summary is not None:
+            out["summary"] = self.summary
         return out
+
+
+def summary_of(metrics: Any, trades: Any, initial: Any, final: Any) -> Optional[dict[str, Any]]:
+    """A completed result's short form for lists: its key metrics, trade count and account values
+    (the parts are what SQLite's json_extract read of the stored result; all None: no result)."""
+    if metrics is None and trades is None and final is None:
+        return None
+    try:
+        named = json.loads(metrics) if isinstance(metrics, str) else {}
+    except ValueError:
+        named = {}
+    named = named if isinstance(named, dict) else {}
+    return {"metrics": json_safe({k: named[k] for k in SUMMARY_METRICS if k in named}), "trades": trades,
+            "initialAccountValue": json_safe(initial), "finalAccountValue": json_safe(final)}
 
 
 def _camel_keys(result: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ..files import private_dir
 from .database import CHECKPOINT_COMMITS, DB_NAME, Database
-from .records import TERMINAL, Backtest, Deployment, Model, Project, User, Version, json_safe
+from .records import TERMINAL, Backtest, Deployment, Model, Project, User, Version, json_safe, summary_of
 
 __all__ = [
     "CHECKPOINT_COMMITS", "DB_NAME", "TERMINAL", "TMP_DIR", "VERSIONS_DIR", "Backtest", "Deployment", "Model",
@@ -303,7 +303,7 @@ class Store(Database):
 
     @staticmethod
     def _backtest(row: sqlite3.Row) -> Backtest:
-        return _record(Backtest, row, args=_loads(row["args"]), result=_loads(row["result"]))
+        return _record(Backtest, row, args=_loads(row["args"]), result=_loads(row["result"]), summary=None)
 
     def add_backtest(
         self,
@@ -338,11 +338,20 @@ class Store(Database):
         return None if row is None else self._backtest(row)
 
     def list_backtests(self, model_id: str) -> list[Backtest]:
+        """A model's backtests, newest first; each carries its result's summary, not the whole result
+        (SQLite reads the few fields out of the stored JSON, so a long list stays cheap)."""
+        columns = ", ".join(f.name for f in dataclass_fields(Backtest) if f.name not in ("result", "summary"))
         rows = self._all(
-            "SELECT * FROM backtests WHERE model_id = ? ORDER BY created_at DESC, rowid DESC",
+            f"SELECT {columns}, json_extract(result, '$.metrics') AS s_metrics,"
+            " json_array_length(result, '$.trades') AS s_trades,"
+            " json_extract(result, '$.initial_account_value') AS s_initial,"
+            " json_extract(result, '$.final_account_value') AS s_final"
+            " FROM backtests WHERE model_id = ? ORDER BY created_at DESC, rowid DESC",
             (model_id,),
         )
-        return [self._backtest(r) for r in rows]
+        return [_record(Backtest, r, args=_loads(r["args"]), result=None,
+                        summary=summary_of(r["s_metrics"], r["s_trades"], r["s_initial"], r["s_final"]))
+                for r in rows]
 
     def unfinished_backtests(self, model_id: str) -> list[str]:
         rows = self._all(

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ..session import Session
     from ..workflow.feedback import Feedback
 
-VERBS = ("projects", "models", "versions", "status", "logs", "activity", "stop", "backtests", "result", "cancel",
-         "keys")
+VERBS = ("projects", "models", "versions", "status", "logs", "activity", "stop", "backtests", "result", "compare",
+         "cancel", "keys")
 
 
 class Face(Protocol):

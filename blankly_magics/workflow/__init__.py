@@ -14,7 +14,7 @@ call these functions, and render what comes back; a script can do the same::
 One module per flow: ``build`` (the export/bundle pipeline), ``target`` and ``memory``
 (which model a run goes to; the side file that keeps any face from making a second
 model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``,
-``fetch`` and ``listings`` (results), ``logs``, ``activity`` (a live model's orders and
+``fetch`` and ``listings`` (results), ``compare`` (backtests side by side), ``logs``, ``activity`` (a live model's orders and
 account value), ``keys`` (exchange keys kept by the server), ``backtest_args`` (the one
 parser of backtest periods and balances) and ``run`` (the end-to-end flow). Importing this
 package is cheap: the client, requests and the pipeline load when first used.
@@ -24,6 +24,7 @@ from __future__ import annotations
 from .activity import follow_activity, last_orders, read_activity, read_new
 from .backtest_args import BacktestArgsError, backtest_args, from_options, parse_balances
 from .build import BuildFailed, ModelSource, build_model, python_version, read_notebook, save_zip
+from .compare import compare
 from .feedback import Cancel, Feedback, Interrupted
 from .fetch import deployment_result, fetch_backtest, stop_model
 from .keys import KeysError, delete_keys, import_keys, list_keys, set_keys
@@ -39,7 +40,7 @@ from .waiting import cancel_backtest, wait_for_backtest
 __all__ = [
     "BacktestArgsError", "BuildFailed", "Cancel", "Feedback", "Interrupted", "KeysError", "LogCursor",
     "LogSource", "Memory", "ModelSource", "RunError", "RunRequest", "Target", "backtest_args", "backtest_log",
-    "backtests", "build_model", "cancel_backtest", "choose_plan", "choose_target", "delete_keys",
+    "backtests", "build_model", "cancel_backtest", "choose_plan", "choose_target", "compare", "delete_keys",
     "deployment_result", "fetch_backtest", "find_model_id", "follow", "follow_activity", "from_options",
     "import_keys", "last_orders", "list_keys", "model_log", "models", "parse_balances", "projects",
     "python_version", "read_activity", "read_all", "read_new", "read_notebook", "resolve_model",

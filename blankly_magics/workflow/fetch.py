@@ -11,11 +11,32 @@ if TYPE_CHECKING:
     from ..session import Session
 
 
-def result_from(session: "Session", payload: dict, hints: Hints = NOTEBOOK, log_tail: str = "") -> BacktestResult:
-    """A BacktestResult from a status or result answer, its whole log fetched when asked for."""
+class Versions:
+    """Each model's versions as /model/versions lists them, asked of the server once per model."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self.known: dict[str, list] = {}
+
+    def of(self, model_id: Optional[str], version_id: Optional[str]) -> dict:
+        """The version ({"number", "description", ...}), or {} when it is not listed."""
+        if not model_id or not version_id:
+            return {}
+        if model_id not in self.known:
+            self.known[model_id] = list(self.session.client.versions(model_id))
+        return next((v for v in self.known[model_id] if v.get("versionId") == version_id), {})
+
+
+def result_from(session: "Session", payload: dict, hints: Hints = NOTEBOOK, log_tail: str = "",
+                versions: Optional[Versions] = None) -> BacktestResult:
+    """A BacktestResult from a status or result answer, its whole log and its version's number and
+    description fetched when asked for (through ``versions``, to share what it asked)."""
     backtest_id = str(payload.get("backtestId") or payload.get("id") or "")
     source = backtest_log(session, backtest_id)
-    return BacktestResult.from_api(payload, log_tail=log_tail, fetch_logs=lambda: read_all(source), commands=hints)
+    known = versions or Versions(session)
+    model_id, version_id = payload.get("modelId"), payload.get("versionId")
+    return BacktestResult.from_api(payload, log_tail=log_tail, fetch_logs=lambda: read_all(source), commands=hints,
+                                   fetch_version=lambda: known.of(model_id, version_id))
 
 
 def fetch_backtest(session: "Session", backtest_id: str, hints: Hints = NOTEBOOK) -> BacktestResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..listing import Listing
-from .lookup import find_model_id, project_id_of, project_ids
+from .lookup import RunError, find_model_id, project_id_of, project_ids
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -36,8 +36,46 @@ def statuses(session: "Session") -> Listing:
     return Listing("Model status", cols, session.client.status())
 
 
-def backtests(session: "Session", model: str, project: Optional[str] = None) -> Listing:
+# The key metrics a backtest list shows (from the server's summary of each completed result):
+# column key -> (header, Blankly's metric name or summary field, larger is better).
+BACKTEST_METRICS = {
+    "return": ("return %", "Cumulative Returns (%)", True),
+    "sharpe": ("Sharpe", "Sharpe Ratio", True),
+    "drawdown": ("max drawdown %", "Max Drawdown (%)", False),
+    "trades": ("trades", "trades", True),
+}
+BACKTEST_SORTS = ("created", *BACKTEST_METRICS)
+
+
+def _with_metrics(row: dict) -> dict:
+    summary = row.get("summary") or {}
+    named = summary.get("metrics") or {}
+    out = dict(row)
+    for key, (_, name, _) in BACKTEST_METRICS.items():
+        out[key] = summary.get(name) if name in summary else named.get(name)
+    return out
+
+
+def sort_backtests(rows: list, by: str) -> list:
+    """Newest first ("created"), or best first by a key metric; backtests without it go last."""
+    if by == "created":
+        return rows
+    if by not in BACKTEST_METRICS:
+        raise RunError(f"cannot sort backtests by {by!r}; choose one of: {', '.join(BACKTEST_SORTS)}")
+    larger_better = BACKTEST_METRICS[by][2]
+    known = [r for r in rows if isinstance(r.get(by), (int, float))]
+    return sorted(known, key=lambda r: r[by], reverse=larger_better) + [r for r in rows if r not in known]
+
+
+def backtests(session: "Session", model: str, project: Optional[str] = None, sort: str = "created") -> Listing:
+    """A model's backtests with their key metrics: newest first, or best first by ``sort``
+    (return, sharpe, drawdown: the smallest first, trades)."""
     model_id = find_model_id(session, model, project)
     cols = [("backtestId", "backtest"), ("status", "status"), ("versionId", "version"),
-            ("description", "description"), ("createdAt", "created"), ("endedAt", "ended")]
-    return Listing(f"Backtests of model {model_id}", cols, session.client.backtests(model_id))
+            ("description", "description"), ("createdAt", "created")]
+    cols += [(key, header) for key, (header, _, _) in BACKTEST_METRICS.items()]
+    rows = sort_backtests([_with_metrics(r) for r in session.client.backtests(model_id)], sort)
+    title = f"Backtests of model {model_id}"
+    if sort != "created":
+        title += f", by {BACKTEST_METRICS[sort][0]} (best first)"
+    return Listing(title, cols, rows)

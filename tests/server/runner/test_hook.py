@@ -203,3 +203,33 @@ def test_a_live_strategy_reports_its_orders_their_fills_and_its_account_value(tm
     assert values and {e["quote"] for e in values} == {"USD"} and all(5000 < e["value"] < 15000 for e in values)
     assert any(e["event"] == "live_var" and e["name"] == "rsi_window" and e["value"] == 14 for e in seen)
     assert any(e["event"] == "text" and e["message"] == "starting" for e in seen)
+
+
+def test_the_prices_a_result_keeps_are_the_periods_bars_within_bounds(tmp_path: Path) -> None:
+    # A controller as Blankly's backtest keeps it: records per symbol, read at its use_price column.
+    code = """
+import json, blankly_external as hook
+
+class Controller:
+    use_price = "open"
+    prices = {s: {"time": list(range(0, 30000)), "open": [float(i + k) for i in range(30000)],
+                  "close": [0.0] * 30000}
+              for k, s in enumerate(["A-USD", "B-USD", "C-USD"])}
+
+kept = hook.backtest_prices(Controller(), {"start_time": 10, "stop_time": 29000, "symbols": ["C-USD"]})
+print(json.dumps({"column": kept["column"], "thinned": kept["thinned"], "symbols": list(kept["series"]),
+                  "sizes": [len(s["time"]) for s in kept["series"].values()],
+                  "ends": [(s["time"][0], s["time"][-1], s["price"][0]) for s in kept["series"].values()],
+                  "none": hook.backtest_prices(object(), {})}))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BACKTESTING")}
+    env["PYTHONPATH"] = str(HOOK_DIR)
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    kept = json.loads(done.stdout)
+    assert kept["column"] == "open" and kept["thinned"] is True
+    assert kept["symbols"] == ["C-USD", "A-USD", "B-USD"]  # the traded symbol first
+    assert kept["sizes"] == [20000 // 3] * 3  # at most 20000 points in all
+    assert kept["ends"] == [[10, 29000, 12.0], [10, 29000, 10.0], [10, 29000, 11.0]]  # the period's first and last
+    assert kept["none"] is None

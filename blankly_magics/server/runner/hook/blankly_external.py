@@ -8,7 +8,8 @@ nowhere else, so only models it runs see it.
 
 Everything is written under ``BLANKLY_MAGICS_REPORT_DIR``:
   events.jsonl           one JSON object per report, in order ({"event": kind, "time": epoch, ...})
-  backtest_result.json   the last backtest result (written atomically)
+  backtest_result.json   the last backtest result (written atomically), with the
+                         prices the backtest read (see ``backtest_prices``)
   screener_result.json   the last screener result (written atomically)
 
 A live strategy (no ``BACKTESTING``) is watched too: each order it places through
@@ -135,8 +136,9 @@ def backtesting():
     return os.environ.get("BACKTESTING") == "1"
 
 
-def shape_backtest_result(platform_result):
-    """Blankly's platform result -> the runner's result fields (JSON-safe)."""
+def shape_backtest_result(platform_result, controller=None):
+    """Blankly's platform result -> the runner's result fields (JSON-safe); ``controller`` is the
+    backtest controller that made it, whose prices the result keeps (see ``backtest_prices``)."""
     result = plain(platform_result)
     metrics = {}
     for key, metric in (result.get("metrics") or {}).items():
@@ -156,7 +158,55 @@ def shape_backtest_result(platform_result):
         "quote_asset": result.get("quote_asset"),
         "exchange": result.get("exchange"),
         "blankly_backtest_id": result.get("backtest_id"),
+        "prices": backtest_prices(controller, result) if controller is not None else None,
     }
+
+
+# Bounds on the prices a result carries, whatever the backtest read: a year of minute bars
+# would otherwise make the result tens of megabytes.
+MAX_PRICE_POINTS = 20000  # over every symbol together
+MAX_PRICE_SYMBOLS = 50
+
+
+def _thinned(count, budget):
+    """Indices of ``budget`` evenly spread points of ``count``, the first and the last among them."""
+    if count <= budget:
+        return range(count)
+    step = (count - 1) / float(budget - 1)
+    return sorted({int(round(i * step)) for i in range(budget)})
+
+
+def backtest_prices(controller, platform_result):
+    """The price each symbol's bars were read at (Blankly's ``use_price`` column, ``close`` unless
+    the backtest said otherwise) within the backtest's period, from the records Blankly's backtest
+    controller replayed (``controller.prices``: symbol -> records with ``time`` and the price
+    columns). Traded symbols first; at most MAX_PRICE_SYMBOLS symbols and MAX_PRICE_POINTS points,
+    thinned evenly (first and last bar kept) beyond that. None when the controller has no prices."""
+    records_of = getattr(controller, "prices", None)
+    if not isinstance(records_of, dict) or not records_of:
+        return None
+    column = getattr(controller, "use_price", None) or "close"
+    start, stop = platform_result.get("start_time"), platform_result.get("stop_time")
+    traded = [s for s in (platform_result.get("symbols") or []) if s in records_of]
+    symbols = (traded + [s for s in records_of if s not in traded])[:MAX_PRICE_SYMBOLS]
+    budget = max(2, MAX_PRICE_POINTS // len(symbols))
+    series, thinned = {}, False
+    for symbol in symbols:
+        try:
+            times = plain(records_of[symbol]["time"])
+            prices = plain(records_of[symbol][column])
+        except (KeyError, ValueError, IndexError, TypeError):
+            continue
+        bars = [(t, p) for t, p in zip(times, prices)
+                if isinstance(t, (int, float)) and isinstance(p, (int, float))
+                and (start is None or t >= start) and (stop is None or t <= stop)]
+        bars.sort(key=lambda bar: bar[0])
+        keep = _thinned(len(bars), budget)
+        thinned = thinned or len(keep) < len(bars)
+        series[str(symbol)] = {"time": [bars[i][0] for i in keep], "price": [bars[i][1] for i in keep]}
+    if not series:
+        return None
+    return {"column": str(column), "series": series, "thinned": thinned}
 
 
 def _kwargs_of(original, args, kwargs):
@@ -251,6 +301,7 @@ class _Reporter:
         self._strategies = []
         self._symbols = []
         self._backtests_run = 0
+        self._backtesting = None  # the strategy whose backtest runs now
         self._screener = None
         self._crashed = False
         self._account = None
@@ -300,7 +351,11 @@ class _Reporter:
             merged["GUI_output"] = False  # headless: never open a browser or write a chart
             reporter._backtests_run += 1
             _event("backtest_start", args=merged)
-            return original(**merged)
+            reporter._backtesting = strategy
+            try:
+                return original(**merged)
+            finally:
+                reporter._backtesting = None
 
         def start(*args, **kwargs):
             # Printed as a local `print(strategy.backtest(...))` would, so the log shows the metrics.
@@ -324,8 +379,18 @@ class _Reporter:
             sys.stderr.flush()
             os._exit(1)
 
+    def _controller(self):
+        """The backtest controller of the strategy being backtested (Blankly keeps it at
+        ``strategy.model.backtester``), or None."""
+        strategy = self._backtesting or (self._strategies[-1] if self._strategies else None)
+        return getattr(getattr(strategy, "model", None), "backtester", None)
+
     def export_backtest_result(self, platform_result, *args, **kwargs):
-        shaped = shape_backtest_result(platform_result)
+        try:
+            shaped = shape_backtest_result(platform_result, self._controller())
+        except Exception:  # the prices are a bonus: never lose the result over them
+            traceback.print_exc()
+            shaped = shape_backtest_result(platform_result)
         _write_json("backtest_result.json", shaped)
         _event("backtest_result", final_account_value=shaped["final_account_value"])
 

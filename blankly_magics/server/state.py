@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import uploads
 from .config import ServerConfig
+from .longpoll import StatusWaits
 from .runner import Runner
 from .store import TMP_DIR, Store
 from .tokens import IdTokens
@@ -14,13 +15,14 @@ from .tokens import IdTokens
 @dataclass
 class Server:
     """What the routes share: settings, the database, the runner, the token signer,
-    and the thread that writes uploads to disk."""
+    the thread that writes uploads to disk, and the requests waiting for a status to change."""
 
     config: ServerConfig
     store: Store
     runner: Runner
     id_tokens: IdTokens
     writer: uploads.Writer
+    waits: StatusWaits = field(default_factory=StatusWaits)
     tmp_dir: Path = field(init=False)  # where uploads are received and written
 
     def __post_init__(self) -> None:

@@ -171,7 +171,7 @@ def bot_py_as_runner(zip_path: Path, tmp: Path) -> float:
     run_id = uuid.uuid4().hex
     with zipfile.ZipFile(zip_path) as zf:
         args = json.loads(zf.read("model/blankly.json"))["backtest_args"]  # the cell's --start etc.
-    executor = LocalExecutor(tmp / "runner-data", find_bwrap())
+    executor = LocalExecutor(tmp / "runner-data", find_bwrap(), warm_workers=0)  # a cold start, as measured
     executor.start()
     request = RunRequest(
         run_id=f"backtest-{run_id}", kind="backtest", folder=tmp / "runner-data" / "runs" / "backtests" / run_id,

@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from ...files import private_dir, write_json
 from .logs import LogSink
@@ -138,6 +138,12 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
+    def exited(self) -> bool:
+        return exited(self.proc)
+
+    def wake_on_exit(self, wake: threading.Event) -> None:
+        _wake_on_exit(self.proc, wake)
+
     def tree(self) -> list[Any]:
         """psutil handles of the process and its descendants (a handle never hits a reused pid)."""
         import psutil
@@ -188,10 +194,10 @@ class Child:
 
     def stop(self, grace: float) -> None:
         """SIGTERM the run, SIGKILL it after ``grace`` seconds, then reap."""
-        if self.code is None and not exited(self.proc):
+        if self.code is None and not self.exited():
             self.terminate()
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and not exited(self.proc):
+            while time.monotonic() < deadline and not self.exited():
                 time.sleep(0.05)
         self.finish()
 
@@ -225,8 +231,10 @@ def spawn(
     pid_file: Path,
     record: dict[str, Any],
     sandboxed: bool,
+    pass_fds: tuple[int, ...] = (),
 ) -> Child:
-    """Start ``command`` (a launcher command) in a new session, its output piped to ``log``."""
+    """Start ``command`` (a launcher command) in a new session, its output piped to ``log``
+    (``pass_fds``: descriptors the process keeps, such as a warm worker's control socket)."""
     proc = subprocess.Popen(
         command,
         cwd=str(cwd) if cwd is not None else "/",
@@ -236,6 +244,7 @@ def spawn(
         stderr=subprocess.STDOUT,
         start_new_session=True,
         close_fds=True,
+        pass_fds=pass_fds,
     )
     log.attach(proc.stdout)
     write_pid_record(pid_file, proc.pid, env[RUN_TOKEN_VAR], record)
@@ -243,7 +252,20 @@ def spawn(
                  sandboxed=sandboxed)
 
 
-def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callable[[], int]], grace: float
+class Watched(Protocol):
+    """What watch() needs of a process: a ``Child``, or a sweep's point (points.py)."""
+
+    log: LogSink
+
+    def exited(self) -> bool: ...
+    def wake_on_exit(self, wake: threading.Event) -> None: ...
+    def usage(self) -> tuple[int, int]: ...
+    def kill(self) -> None: ...
+    def stop(self, grace: float) -> None: ...
+    def finish(self) -> int: ...
+
+
+def watch(child: Watched, limits: Limits, stop: RunStop, disk_use: Optional[Callable[[], int]], grace: float
           ) -> tuple[int, Optional[str]]:
     """Wait for a process, enforcing ``limits``; (exit code, why it was stopped or None).
 
@@ -253,8 +275,8 @@ def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callab
     next_disk = 0.0  # measured as often as the rest while the folder is small, less once measuring costs
     reason: Optional[str] = None
     stop.wake.clear()  # a wake left by an earlier process of this run; every check below runs anyway
-    _wake_on_exit(child.proc, stop.wake)
-    while not exited(child.proc):
+    child.wake_on_exit(stop.wake)
+    while not child.exited():
         if stop.is_set():
             child.stop(grace)
             return child.finish(), STOPPED
@@ -280,7 +302,7 @@ def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callab
     return code, reason
 
 
-def _over_limit(child: Child, limits: Limits) -> Optional[str]:
+def _over_limit(child: Watched, limits: Limits) -> Optional[str]:
     if not (limits.ram_mb or limits.processes):
         return None
     rss, count = child.usage()
@@ -291,7 +313,7 @@ def _over_limit(child: Child, limits: Limits) -> Optional[str]:
     return None
 
 
-def _reason_from_exit(child: Child, limits: Limits, code: int) -> Optional[str]:
+def _reason_from_exit(child: Watched, limits: Limits, code: int) -> Optional[str]:
     """A limit the kernel enforced by itself: the largest file (SIGXFSZ), or a failed allocation."""
     if limits.disk_mb and code == -signal.SIGXFSZ:
         return disk_reason(limits.disk_mb)

@@ -78,6 +78,7 @@ class LocalPrepared(Prepared):
     pid_file: Path = None  # type: ignore[assignment]
     worker: Optional[warm.Worker] = None  # the warm worker its first start is handed to
     counted: bool = False  # a backtest the warm pool counts as running until released
+    worker_log: Optional[Path] = None  # its warm worker's own log, removed with the run's files
 
 
 class LocalExecutor(Executor):
@@ -132,6 +133,7 @@ class LocalExecutor(Executor):
             self.pool.begin()  # until release()
         worker = self._warm_worker(request)
         uid = worker.hand_over(RunFolder(request.folder)) if worker else self.take_uid()
+        worker_log = worker.log if worker else None
         owner = (uid, uid) if uid is not None else None
         try:
             folder = RunFolder(request.folder) if worker else RunFolder(request.folder).create(owner)
@@ -139,7 +141,7 @@ class LocalExecutor(Executor):
             prepared = LocalPrepared(request, info.manifest, "", folder=folder, main_script=info.main_script,
                                      working_directory=info.working_directory, uid=uid,
                                      pid_file=self.pid_file(request.run_id), worker=worker,
-                                     counted=request.kind == "backtest")
+                                     counted=request.kind == "backtest", worker_log=worker_log)
             if stop.is_set():
                 raise RunFailed("stopped")
             prepared.interpreter = choose_interpreter(request.python_version, folder.model / info.requirements,
@@ -163,7 +165,8 @@ class LocalExecutor(Executor):
 
     def _warm_worker(self, request: RunRequest) -> Optional[warm.Worker]:
         """A warm worker for this backtest when its environment is ready and one is idle."""
-        if self.pool.size <= 0 or request.kind != "backtest" or request.env.get("BACKTESTING") != "1":
+        if (self.pool.size <= 0 or request.kind != "backtest" or request.env.get("BACKTESTING") != "1"
+                or request.limits.ram < warm.MIN_RAM_MB):
             return None
         try:
             requirements, imports = warm.zip_facts(request.zip_path)
@@ -245,6 +248,8 @@ class LocalExecutor(Executor):
         if prepared.worker is not None:  # prepared, never started
             prepared.worker.discard()
             prepared.worker = None
+        if prepared.worker_log is not None:  # its sandbox has ended: nothing writes it any more
+            prepared.worker_log.unlink(missing_ok=True)
         folder.clear(keep_report=keep_report)
         self.give_back_uid(prepared.uid)
         prepared.uid = None

@@ -51,7 +51,7 @@ REPORT_WAIT = 10.0  # seconds a killed point's exit may take to be reported by t
 
 def forkable(executor: "LocalExecutor", requests: Sequence[RunRequest]) -> bool:
     """True when the points can share one sandbox: backtests of one version, as one run's would."""
-    if executor.pool.size <= 0 or not requests:
+    if executor.pool.size <= 0 or not requests or requests[0].limits.ram < warm.MIN_RAM_MB:
         return False
     first = requests[0]
     same = ("zip_path", "python_version", "network", "limits", "deadline")

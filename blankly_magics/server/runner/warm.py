@@ -16,7 +16,8 @@ sandbox of its own, as a cold run has; the server watches, limits and stops it a
 run's process.
 
 Only backtests start warm, and only with an environment that is ready (the server's own, or a
-cached venv): one that needs building, and live models, start cold. The pool fills once the
+cached venv) and a plan with room for the imports (``MIN_RAM_MB``): one that needs building, a
+small plan, and live models start cold. The pool fills once the
 server runs its first backtest, and follows what is asked for: it keeps one worker per
 backtest among the last ``size`` ones, of that backtest's interpreter. An environment whose
 worker cannot import the heavy modules starts cold from then on.
@@ -57,7 +58,8 @@ MAX_SCRIPT_BYTES = 256 << 10  # a main script larger than this is not read for i
 MAX_MESSAGE = 1 << 20
 READY_TIMEOUT = 120.0  # seconds a run waits for its worker's imports before it starts cold
 REFILL_WAIT = 3.0  # seconds a new worker waits for the backtests running to end (its imports would slow them)
-IDLE_MB = 180  # an idle worker's memory, measured (docs/server/runs.md), for sizing the pool
+IDLE_MB = 125  # an idle worker's resident memory, measured (docs/server/runs.md): sizes the pool
+MIN_RAM_MB = 4 * IDLE_MB  # a run whose plan allows less starts cold: the imports would take much of it
 
 
 def default_size(cores: Optional[int] = None, ram_mb: Optional[int] = None) -> int:
@@ -207,7 +209,8 @@ class Worker:
     def __init__(self, key: WarmKey, folder: RunFolder, uid: Optional[int], sandbox: Sandbox,
                  give_back: Callable[[Optional[int]], None]) -> None:
         self.key = key
-        self.folder = folder  # runs/warm/<slot>: its log, and its writable folders until handed over
+        self.folder = folder  # runs/warm/<slot>: its writable folders until handed over
+        self.log = sandbox.child.log.path  # runs/warm/<slot>.log: what the sandbox printed outside the worker
         self.uid = uid  # None once handed over (the run owns it then)
         self.sandbox = sandbox
         self._give_back = give_back
@@ -221,6 +224,7 @@ class Worker:
         for name in WRITABLE:
             shutil.rmtree(folder.root / name, ignore_errors=True)
             os.rename(self.folder.root / name, folder.root / name)
+        os.rmdir(self.folder.root)
         uid, self.uid = self.uid, None
         return uid
 
@@ -246,9 +250,10 @@ class Worker:
                      sandboxed=sandbox.child.sandboxed)
 
     def discard(self) -> None:
-        """Kill it; its folder (what is left of it) goes, its user id is given back."""
+        """Kill it; its folder (what is left of it) and log go, its user id is given back."""
         self.sandbox.close()
         shutil.rmtree(self.folder.root, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
         self._give_back(self.uid)
         self.uid = None
 
@@ -398,10 +403,11 @@ class WarmPool:
         try:
             folder.create((uid, uid) if uid is not None else None)
             sandbox = start_sandbox(executor, key, folder, uid=uid, modules=BASE_MODULES + tuple(modules),
-                                    log=LogSink(folder.log, 64 << 10), pid_file=executor.pid_file(f"warm-{slot}"),
-                                    record={"kind": "warm", "id": slot})
+                                    log=LogSink(executor.warm_dir / f"{slot}.log", 64 << 10),
+                                    pid_file=executor.pid_file(f"warm-{slot}"), record={"kind": "warm", "id": slot})
         except BaseException:
             shutil.rmtree(folder.root, ignore_errors=True)
+            (executor.warm_dir / f"{slot}.log").unlink(missing_ok=True)
             executor.give_back_uid(uid)
             raise
         return Worker(key, folder, uid, sandbox, executor.give_back_uid)

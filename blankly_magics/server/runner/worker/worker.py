@@ -17,7 +17,8 @@ Taking a job: the pipe becomes stdout and stderr, the job's kernel limits are se
 environment is replaced by the run's, then the working directory, ``sys.argv``,
 ``sys.path[0]`` and a fresh ``__main__`` module are the script's, as ``python script`` makes
 them; the exit code, a traceback (from the script's own frame on), ``SystemExit`` and atexit
-are the interpreter's own. What it printed before the job is not the run's output.
+are the interpreter's own. What the imports printed is held in a file until then and written
+first into the job's output, where a cold run would have printed it.
 
 It runs in the model's interpreter (any Python >= 3.7), so it uses the standard library only.
 """
@@ -73,11 +74,27 @@ def preimport(names):
     return skipped
 
 
-def take(job, out_fd):
+def hold_output():
+    """Send stdout and stderr into a nameless file until a job comes (see take())."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 1)
+        os.dup2(held.fileno(), 2)
+        return os.dup(held.fileno())
+
+
+def take(job, out_fd, held):
     """Become the job's process (see the module's docstring); returns the script's path."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     os.close(out_fd)
+    data = os.pread(held, os.fstat(held).st_size, 0)  # by offset: forked points share the file
+    os.close(held)
+    while data:
+        data = data[os.write(1, data):]
     for name, value in job.get("rlimits", {}).items():
         resource.setrlimit(getattr(resource, name), (value, value))
     os.environ.clear()
@@ -121,7 +138,7 @@ def run_script(script):
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
             tb = tb.tb_next  # the traceback starts in the script, as it does for `python script`
-        sys.excepthook(type(exc), exc, tb)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         return 1
     return 0
 
@@ -180,6 +197,7 @@ def serve_forks(ctl):
 def main():
     ctl = socket.socket(fileno=int(sys.argv[1]))
     modules = [name for name in sys.argv[2].split(",") if name] if len(sys.argv) > 2 else []
+    held = hold_output()
     try:
         skipped = preimport(modules)
     except BaseException as exc:  # noqa: B902 - any failure: this environment runs cold
@@ -199,7 +217,7 @@ def main():
     else:
         ctl.close()
         out_fd = fds[0]
-    return run_script(take(job, out_fd))
+    return run_script(take(job, out_fd, held))
 
 
 if __name__ == "__main__":

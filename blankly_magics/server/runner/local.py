@@ -19,15 +19,15 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import envs, warm
+from .uids import RunUids
+from .warm_pool import WarmPool, default_size
 from .executor import Executor, Exit, OnStart, PointExit, PointStart, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import WRITABLE, RunFolder, contained, dir_size, write_new
 from .prepare import choose_interpreter, unpack
@@ -42,30 +42,6 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOCALE_VARS = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY",
                "LC_MESSAGES", "TZ")
 _SECRET_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-class RunUids:
-    """Unprivileged user ids for runs under a root server, one per running run.
-
-    Spread by the data dir so two servers on one machine rarely share one; no
-    account is needed for them, and nothing outside a run's sandbox runs as them."""
-
-    SIZE = 10_000
-
-    def __init__(self, data_dir: Path) -> None:
-        self.base = 1_800_000_000 + (zlib.crc32(str(data_dir).encode()) % 1000) * self.SIZE
-        self._free = list(range(self.SIZE - 2, -1, -1))  # the last one is the start-up probe's
-        self._lock = threading.Lock()
-
-    def take(self) -> int:
-        with self._lock:
-            if not self._free:
-                raise RunFailed("too many runs at once on this server")
-            return self.base + self._free.pop()
-
-    def give_back(self, uid: int) -> None:
-        with self._lock:
-            self._free.append(uid - self.base)
 
 
 @dataclass
@@ -100,8 +76,7 @@ class LocalExecutor(Executor):
         self.accounts: Optional[tuple[Path, Path]] = None  # the sandbox's passwd and group
         self._versions: Optional[list[str]] = None
         self.warm_dir = self._runs / "warm"
-        size = warm.default_size() if warm_workers is None else warm_workers
-        self.pool = warm.WarmPool(self, size)
+        self.pool = WarmPool(self, default_size() if warm_workers is None else warm_workers)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -131,7 +106,7 @@ class LocalExecutor(Executor):
         """Unpack the version into the run's folder and choose its interpreter (maybe building a venv)."""
         if request.kind == "backtest":
             self.pool.begin()  # until release()
-        worker = self._warm_worker(request)
+        worker = self.pool.for_run(request, self.envs_dir)
         uid = worker.hand_over(RunFolder(request.folder)) if worker else self.take_uid()
         worker_log = worker.log if worker else None
         owner = (uid, uid) if uid is not None else None
@@ -162,20 +137,6 @@ class LocalExecutor(Executor):
             log.note(f"using the cached environment {prepared.interpreter.env_dir.name[:12]} "
                      f"(python {prepared.interpreter.version})")
         return prepared
-
-    def _warm_worker(self, request: RunRequest) -> Optional[warm.Worker]:
-        """A warm worker for this backtest when its environment is ready and one is idle."""
-        if (self.pool.size <= 0 or request.kind != "backtest" or request.env.get("BACKTESTING") != "1"
-                or request.limits.ram < warm.MIN_RAM_MB):
-            return None
-        try:
-            requirements, imports = warm.zip_facts(request.zip_path)
-        except Exception:  # not a usable zip: unpack says why, cold
-            return None
-        interpreter = warm.ready_interpreter(request.python_version, requirements, self.envs_dir)
-        if interpreter is None:
-            return None
-        return self.pool.take(warm.WarmKey(interpreter, request.network), imports)
 
     def run(self, prepared: Prepared, log: LogSink, stop: RunStop, on_start: OnStart) -> Exit:
         assert isinstance(prepared, LocalPrepared)
@@ -216,15 +177,7 @@ class LocalExecutor(Executor):
             return None
         job = {"argv": list(argv), "cwd": cwd, "env": env,
                "rlimits": run_rlimits(prepared.request.limits, prepared.uid is not None)}
-        child = worker.start(job, log, prepared.pid_file, _record(prepared.request))
-        if child is None:
-            reason = worker.sandbox.ready.get("broken") if worker.sandbox.ready else None
-            if reason:
-                self.pool.cannot_warm(worker.key, reason)
-            worker.discard()
-        else:
-            self.pool.note_ready(worker)
-        return child
+        return self.pool.start(worker, job, log, prepared.pid_file, _record(prepared.request))
 
     def run_points(self, requests: Sequence[RunRequest], log_for: Callable[[RunRequest], LogSink], stop: RunStop,
                    on_start: PointStart, on_exit: PointExit, *, parallel: int = 1,

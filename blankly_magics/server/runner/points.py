@@ -350,7 +350,7 @@ class Sweep:
     def _run_point(self, n: int, request: RunRequest, folders: dict[str, Path], point_stop: RunStop
                    ) -> Optional[Exit]:
         assert self.worker is not None
-        shutil.copytree(self.template, folders["model"], symlinks=True)
+        shutil.copytree(self.template, folders["model"], symlinks=True, copy_function=shutil.copy)
         for name in ("report", "home", "tmp"):
             folders[name].mkdir(mode=0o700)
         for path in folders.values():

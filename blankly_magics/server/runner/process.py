@@ -270,12 +270,16 @@ def watch(child: Watched, limits: Limits, stop: RunStop, disk_use: Optional[Call
     """Wait for a process, enforcing ``limits``; (exit code, why it was stopped or None).
 
     Its exit and a stop request end the wait at once (both set ``stop.wake``);
-    the limits are checked every POLL seconds meanwhile (the folder every DISK_POLL)."""
+    the limits are checked every POLL seconds meanwhile, from POLL seconds on (the folder
+    every DISK_POLL)."""
     ends = time.monotonic() + limits.timeout if limits.timeout else None
     next_disk = 0.0  # measured as often as the rest while the folder is small, less once measuring costs
     reason: Optional[str] = None
     stop.wake.clear()  # a wake left by an earlier process of this run; every check below runs anyway
     child.wake_on_exit(stop.wake)
+    # The first measurement after a moment: one that ends sooner (a sweep's point) is never walked.
+    stop.wake.wait(POLL)
+    stop.wake.clear()
     while not child.exited():
         if stop.is_set():
             child.stop(grace)

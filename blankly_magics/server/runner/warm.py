@@ -10,33 +10,25 @@ the worker's four folders into the backtest's folder (a rename on the same disk:
 sandbox's mounts follow the folders), unpacks the version there, and starts the run by
 sending the worker its environment, command, kernel limits and output pipe. The worker
 becomes that run's one process and exits with it; the pool starts another in the
-background, once no backtest is running (or after REFILL_WAIT seconds), so that its imports
-do not slow the runs. So no state passes from one run to the next, and every run has a
+background (warm_pool.py). So no state passes from one run to the next, and every run has a
 sandbox of its own, as a cold run has; the server watches, limits and stops it as a cold
 run's process.
 
 Only backtests start warm, and only with an environment that is ready (the server's own, or a
 cached venv) and a plan with room for the imports (``MIN_RAM_MB``): one that needs building, a
-small plan, and live models start cold. The pool fills once the
-server runs its first backtest, and follows what is asked for: it keeps one worker per
-backtest among the last ``size`` ones, of that backtest's interpreter. An environment whose
-worker cannot import the heavy modules starts cold from then on.
+small plan, and live models start cold.
 """
 from __future__ import annotations
 
 import array
 import ast
 import json
-import logging
 import os
 import shutil
 import socket
 import sys
-import threading
 import time
-import uuid
 import zipfile
-from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
@@ -50,25 +42,12 @@ from .sandbox import SANDBOX_VIEW, WORKER, WORKER_DIR, SandboxSpec, View
 if TYPE_CHECKING:
     from .local import LocalExecutor
 
-log = logging.getLogger("blankly_magics.server")
-
 BASE_MODULES = ("numpy", "pandas", "blankly")  # as worker.py imports them
-MAX_EXTRA_MODULES = 16  # a model's other top-level imports kept per environment
 MAX_SCRIPT_BYTES = 256 << 10  # a main script larger than this is not read for its imports
 MAX_MESSAGE = 1 << 20
 READY_TIMEOUT = 120.0  # seconds a run waits for its worker's imports before it starts cold
-REFILL_WAIT = 3.0  # seconds a new worker waits for the backtests running to end (its imports would slow them)
 IDLE_MB = 125  # an idle worker's resident memory, measured (docs/server/runs.md): sizes the pool
 MIN_RAM_MB = 4 * IDLE_MB  # a run whose plan allows less starts cold: the imports would take much of it
-
-
-def default_size(cores: Optional[int] = None, ram_mb: Optional[int] = None) -> int:
-    """Idle workers by default: one per core, in at most a twentieth of the memory."""
-    if cores is None or ram_mb is None:
-        from ..config import _machine
-
-        cores, ram_mb = _machine()
-    return max(0, min(cores, ram_mb // 20 // IDLE_MB))
 
 
 @dataclass(frozen=True)
@@ -256,158 +235,3 @@ class Worker:
         self.log.unlink(missing_ok=True)
         self._give_back(self.uid)
         self.uid = None
-
-
-class WarmPool:
-    """Idle workers, kept as the last ``size`` backtests' interpreters ask (see the module)."""
-
-    def __init__(self, executor: "LocalExecutor", size: int) -> None:
-        self.executor = executor
-        self.size = size
-        self._recent: deque[WarmKey] = deque(maxlen=max(1, size))
-        self._idle: list[Worker] = []
-        self._extras: dict[WarmKey, list[str]] = {}  # the recent models' other imports, per environment
-        self._skipped: dict[WarmKey, set[str]] = {}  # imports its workers could not make
-        self._cold: set[WarmKey] = set()  # environments whose workers cannot import the heavy modules
-        self._cv = threading.Condition()
-        self._closed = False
-        self._thread: Optional[threading.Thread] = None
-        self._running = 0  # backtests between begin() and done()
-        self._since = 0.0  # when the pool last had no backtest running
-        self._holding = 0  # sweeps running: no worker starts until they end
-
-    def begin(self, *, sweep: bool = False) -> None:
-        """A backtest is being prepared: new workers wait for it (REFILL_WAIT, a sweep's whole run,
-        whose points use every core); done() ends it."""
-        with self._cv:
-            if not self._running:
-                self._since = time.monotonic()
-            self._running += 1
-            self._holding += sweep
-
-    def done(self, *, sweep: bool = False) -> None:
-        with self._cv:
-            self._running -= 1
-            self._holding -= sweep
-            self._cv.notify_all()
-
-    def take(self, key: WarmKey, modules: Iterable[str] = ()) -> Optional[Worker]:
-        """An idle worker for ``key`` (still importing, maybe), or None; the pool refills."""
-        if self.size <= 0:
-            return None
-        with self._cv:
-            if self._closed or key in self._cold:
-                return None
-            self._learn(key, modules)
-            if self._thread is None:  # the pool fills from the first backtest on
-                self._recent.extend([key] * self.size)
-                # Workers die with the thread that started them (PR_SET_PDEATHSIG): one thread
-                # starts them all and lives as long as the pool.
-                self._thread = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
-                self._thread.start()
-            self._recent.append(key)
-            worker = next((w for w in self._idle if w.key == key and w.alive()), None)
-            if worker is not None:
-                self._idle.remove(worker)
-            self._cv.notify_all()
-        return worker
-
-    def cannot_warm(self, key: WarmKey, reason: str) -> None:
-        """``key``'s worker could not import the heavy modules: its runs start cold from now on."""
-        log.warning("warm starts are off for python %s%s: %s", key.interpreter.version,
-                    f" ({key.interpreter.env_dir.name[:12]})" if key.interpreter.env_dir else "", reason)
-        with self._cv:
-            self._cold.add(key)
-            self._recent = deque((k for k in self._recent if k != key), maxlen=self._recent.maxlen)
-            self._cv.notify_all()
-
-    def note_ready(self, worker: Worker) -> None:
-        """A worker's ready message lists the imports its environment does not have: not asked again."""
-        skipped = (worker.sandbox.ready or {}).get("skipped") or []
-        if skipped:
-            with self._cv:
-                self._skipped.setdefault(worker.key, set()).update(skipped)
-                self._extras[worker.key] = [m for m in self._extras.get(worker.key, []) if m not in skipped]
-
-    def idle(self) -> list[Worker]:
-        with self._cv:
-            return list(self._idle)
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(60)
-
-    # -- the filling thread ---------------------------------------------------------
-
-    def _learn(self, key: WarmKey, modules: Iterable[str]) -> None:
-        skipped = self._skipped.get(key, set())
-        known = [m for m in modules if m not in skipped]
-        known += [m for m in self._extras.get(key, []) if m not in known]
-        self._extras[key] = known[:MAX_EXTRA_MODULES]
-
-    def _next(self) -> Optional[tuple[str, Any]]:
-        """What to do now: ("start", key), ("retire", worker), ("wait", seconds) or nothing."""
-        self._idle = [w for w in self._idle if w.alive() or self._drop(w)]
-        waited = time.monotonic() - self._since
-        if self._holding or (self._running and waited < REFILL_WAIT):
-            return "wait", max(0.5, REFILL_WAIT - waited)
-        wanted, have = Counter(self._recent), Counter(w.key for w in self._idle)
-        under = [k for k in dict.fromkeys(reversed(self._recent)) if have[k] < wanted[k]]
-        if not under:
-            return None
-        if len(self._idle) < self.size:
-            return "start", under[0]
-        over = [w for w in self._idle if have[w.key] > wanted[w.key]]
-        return ("retire", over[0]) if over else None
-
-    def _drop(self, worker: Worker) -> bool:
-        worker.discard()
-        return False
-
-    def _fill(self) -> None:
-        while True:
-            with self._cv:
-                while not self._closed and ((todo := self._next()) is None or todo[0] == "wait"):
-                    self._cv.wait(todo[1] if todo else 5.0)  # also notices idle workers that died
-                if self._closed:
-                    idle, self._idle = self._idle, []
-                    break
-                modules = tuple(self._extras.get(todo[1], [])) if todo[0] == "start" else ()
-            if todo[0] == "retire":
-                with self._cv:
-                    if todo[1] in self._idle:
-                        self._idle.remove(todo[1])
-                todo[1].discard()
-                continue
-            try:
-                worker = self.start_worker(todo[1], modules)
-            except Exception as exc:  # the machine may be short of something: the runs start cold
-                self.cannot_warm(todo[1], f"a worker could not start ({exc})")
-                continue
-            with self._cv:
-                self._idle.append(worker)
-        for worker in idle:
-            worker.discard()
-
-    def start_worker(self, key: WarmKey, modules: Iterable[str] = ()) -> Worker:
-        """A new worker for ``key``, importing BASE_MODULES and ``modules``. It dies with the thread
-        that calls this (PR_SET_PDEATHSIG): the pool's own, or a sweep's, which outlives it."""
-        executor = self.executor
-        slot = uuid.uuid4().hex[:12]
-        folder = RunFolder(executor.warm_dir / slot)
-        uid = executor.take_uid()
-        try:
-            folder.create((uid, uid) if uid is not None else None)
-            sandbox = start_sandbox(executor, key, folder, uid=uid, modules=BASE_MODULES + tuple(modules),
-                                    log=LogSink(executor.warm_dir / f"{slot}.log", 64 << 10),
-                                    pid_file=executor.pid_file(f"warm-{slot}"), record={"kind": "warm", "id": slot})
-        except BaseException:
-            shutil.rmtree(folder.root, ignore_errors=True)
-            (executor.warm_dir / f"{slot}.log").unlink(missing_ok=True)
-            executor.give_back_uid(uid)
-            raise
-        return Worker(key, folder, uid, sandbox, executor.give_back_uid)

@@ -211,12 +211,18 @@ def test_idle_workers_are_pre_started_sandboxes_and_warm_workers_0_starts_none(
     servers: dict[str, ServerHandle]
 ) -> None:
     warm = servers["warm"]
-    pids = wait_for(lambda: len(idle_workers(warm)) == 2 and idle_workers(warm), "two idle workers", 60)
-    for pid in pids:  # each the top of a sandbox of its own, as a cold run's process is, the worker inside
-        top = psutil.Process(pid)
-        assert top.name() == "bwrap"
-        inside = [p.cmdline() for p in top.children(recursive=True) if p.name().startswith("python")]
-        assert len(inside) == 1 and inside[0][1] == "/blankly/worker/worker.py"
+
+    def workers_inside() -> list[list[str]]:
+        """For each idle worker, the command of the Python inside its sandbox (once it started)."""
+        found = []
+        for pid in idle_workers(warm):
+            top = psutil.Process(pid)  # the top of a sandbox of its own, as a cold run's process is
+            if top.name() == "bwrap":  # (the launcher before it)
+                found += [p.cmdline() for p in top.children(recursive=True) if p.name().startswith("python")]
+        return found if len(found) == 2 else []
+
+    inside = wait_for(workers_inside, "two idle workers, each running the worker", 60)
+    assert [cmd[1] for cmd in inside] == ["/blankly/worker/worker.py"] * 2
     assert idle_workers(servers["cold"]) == []
     assert not (servers["cold"].data_dir / "runs" / "warm").exists() or \
         list((servers["cold"].data_dir / "runs" / "warm").iterdir()) == []

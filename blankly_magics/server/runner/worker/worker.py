@@ -100,7 +100,7 @@ def take(job, out_fd, held):
     os.environ.clear()
     os.environ.update(job["env"])
     os.chdir(job["cwd"])
-    python, script = job["argv"][0], job["argv"][1]
+    script = job["argv"][1]
     sys.argv = list(job["argv"][1:])
     if hasattr(sys, "orig_argv"):
         sys.orig_argv = list(job["argv"])
@@ -141,6 +141,25 @@ def run_script(script):
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         return 1
     return 0
+
+
+def leave(code):
+    """End a forked point without the interpreter's teardown, which in a child of the worker would
+    write to nearly every page it shares with it (a copy each, about 70 ms). In the order the
+    interpreter ends: its threads are waited for, atexit runs, then what the script made goes
+    (its files are flushed and closed, ``__del__`` runs); the modules it shares stay as they are."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.modules["__main__"].__dict__.clear()
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code & 0xFF)
 
 
 def exit_status(status):
@@ -214,10 +233,9 @@ def main():
         return 0
     if job.get("fork"):
         job, out_fd = serve_forks(ctl)
-    else:
-        ctl.close()
-        out_fd = fds[0]
-    return run_script(take(job, out_fd, held))
+        leave(run_script(take(job, out_fd, held)))
+    ctl.close()
+    return run_script(take(job, fds[0], held))
 
 
 if __name__ == "__main__":

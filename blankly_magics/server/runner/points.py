@@ -26,6 +26,7 @@ import os
 import posixpath
 import shutil
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from .executor import Executor, Exit, PointExit, PointStart, RunFailed, RunReque
 from .folders import WRITABLE, RunFolder, dir_size, make_private_tree
 from .logs import LogSink
 from .prepare import unpack
-from .process import RUN_TOKEN_VAR, STOPPED, Limits, RunStop, watch
+from .process import RUN_TOKEN_VAR, STOPPED, Limits, RunStop, usage, watch
 from .sandbox import HOOK_DIR, SANDBOX_VIEW, View
 
 if TYPE_CHECKING:
@@ -157,16 +158,7 @@ class Point:
             return []
 
     def usage(self) -> tuple[int, int]:
-        import psutil
-
-        rss, count = 0, 0
-        for proc in self.tree():
-            try:
-                rss += proc.memory_info().rss
-                count += 1
-            except psutil.Error:
-                pass
-        return rss, count
+        return usage(self.tree(), False)
 
     def _signal(self, sig: int) -> None:
         for proc in self.tree():
@@ -248,7 +240,10 @@ class Sweep:
                 self.on_exit(request, Exit(None, str(exc)))
         finally:
             self.over.set()
-            self.worker.sandbox.ctl.shutdown(2)  # the worker ends, and any point left with it
+            try:
+                self.worker.sandbox.ctl.shutdown(socket.SHUT_RDWR)  # the worker ends, and any point left with it
+            except OSError:  # it ended already
+                pass
             self.worker.discard()
             if reader.is_alive():
                 reader.join(10)
@@ -270,6 +265,8 @@ class Sweep:
 
     def _take(self, key: warm.WarmKey, imports: list[str]) -> Optional[warm.Worker]:
         """An idle worker of the pool, or one started for the sweep; forking, or None."""
+        from .local import run_rlimits
+
         pool = self.executor.pool
         worker = pool.take(key, imports)
         if worker is None:
@@ -279,8 +276,10 @@ class Sweep:
                 return None
         reason = worker.sandbox.wait_ready()
         if reason is None:
+            limits = self.requests[0].limits
+            rlimits = run_rlimits(limits, worker.uid is not None, self.parallel)  # the kernel's backstops
             try:
-                worker.sandbox.ctl.send(json.dumps({"fork": True}).encode())
+                worker.sandbox.ctl.send(json.dumps({"fork": True, "rlimits": rlimits}).encode())
             except OSError:
                 reason = "the worker stopped"
         self.zygote = _worker_process(worker.sandbox) if reason is None else None
@@ -330,11 +329,13 @@ class Sweep:
             return
         if self.lost:
             return self._cold([request])
-        folders = {name: getattr(self.worker.folder, name) / str(n) for name in WRITABLE}
+        folders = {name: getattr(self.worker.folder, name) / str(n) for name in WRITABLE}  # type: ignore[union-attr]
         point_stop = RunStop()
         self.active.add(point_stop)
         try:
             end = self._run_point(n, request, folders, point_stop)
+        except Exception as exc:  # e.g. no disk left for its copy: this point fails, the others go on
+            end = Exit(None, f"the point could not start: {exc}")
         finally:
             self.active.discard(point_stop)
             report = private_dir(request.folder) / "report"

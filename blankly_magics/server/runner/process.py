@@ -122,6 +122,21 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def usage(procs: list[Any], sandboxed: bool) -> tuple[int, int]:
+    """(resident bytes, process count) of ``procs`` (psutil handles), bubblewrap's left out of the count."""
+    import psutil
+
+    rss, count = 0, 0
+    for proc in procs:
+        try:
+            rss += proc.memory_info().rss
+            if not (sandboxed and proc.name() == "bwrap"):
+                count += 1
+        except psutil.Error:
+            pass
+    return rss, count
+
+
 @dataclass
 class Child:
     """One started process (and everything it starts), with the files that describe it."""
@@ -156,17 +171,7 @@ class Child:
 
     def usage(self) -> tuple[int, int]:
         """(resident bytes, process count) of the run, bubblewrap's own processes left out of the count."""
-        import psutil
-
-        rss, count = 0, 0
-        for proc in self.tree():
-            try:
-                rss += proc.memory_info().rss
-                if not (self.sandboxed and proc.name() == "bwrap"):
-                    count += 1
-            except psutil.Error:
-                pass
-        return rss, count
+        return usage(self.tree(), self.sandboxed)
 
     def terminate(self) -> None:
         """SIGTERM to every process of the run (a sandbox's init has no handler: it ignores it)."""

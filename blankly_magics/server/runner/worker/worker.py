@@ -11,7 +11,7 @@ environment does not have is skipped), or ``{"broken": TEXT}`` when one of the f
 attached (SCM_RIGHTS), and the worker takes the job itself and exits with it. Or the server
 sends ``{"fork": true}`` first: then every job that follows runs in a child forked for it, the
 worker answering ``{"started": KEY, "pid": PID}`` and ``{"exited": KEY, "code": CODE}``, until
-the socket closes.
+the socket closes (the kernel limits it carries apply to the worker and every point).
 
 Taking a job: the pipe becomes stdout and stderr, the job's kernel limits are set, the
 environment is replaced by the run's, then the working directory, ``sys.argv``,
@@ -197,7 +197,14 @@ def serve_forks(ctl):
             os._exit(0)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # the kernel's limit on processes: this point fails, the others go on
+            os.write(fds[0], ("[blankly_magics] this point could not start: %s\n" % exc).encode())
+            os.close(fds[0])
+            send(ctl, {"started": job["key"], "pid": None})
+            send(ctl, {"exited": job["key"], "code": 1})
+            continue
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -232,6 +239,8 @@ def main():
     if job is None:
         return 0
     if job.get("fork"):
+        for name, value in job.get("rlimits", {}).items():  # for the worker and every point it forks
+            resource.setrlimit(getattr(resource, name), (value, value))
         job, out_fd = serve_forks(ctl)
         leave(run_script(take(job, out_fd, held)))
     ctl.close()

@@ -37,7 +37,7 @@ from . import envs
 from .folders import WRITABLE, RunFolder
 from .logs import LogSink
 from .process import RUN_TOKEN_VAR, Child, spawn, write_pid_record
-from .sandbox import SANDBOX_VIEW, WORKER, WORKER_DIR, SandboxSpec, View
+from .sandbox import HOOK_DIR, SANDBOX_VIEW, WORKER, WORKER_DIR, SandboxSpec, View
 
 if TYPE_CHECKING:
     from .local import LocalExecutor
@@ -162,7 +162,7 @@ def start_sandbox(executor: "LocalExecutor", key: WarmKey, folder: RunFolder, *,
     server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE + 4096)
     confined = bool(executor.bwrap)
     view = SANDBOX_VIEW if confined else View(str(folder.model), str(folder.report), str(folder.home),
-                                              str(folder.tmp), "", str(key.interpreter.env_dir or ""))
+                                              str(folder.tmp), str(HOOK_DIR), str(key.interpreter.env_dir or ""))
     program = WORKER if confined else str(WORKER_DIR / "worker.py")
     argv = (executor.python_inside(key.interpreter), program, str(worker_end.fileno()), ",".join(modules))
     spec = SandboxSpec(folders={name: getattr(folder, name) for name in WRITABLE}, argv=argv, cwd=view.model,

@@ -226,3 +226,46 @@ def test_idle_workers_are_pre_started_sandboxes_and_warm_workers_0_starts_none(
     assert idle_workers(servers["cold"]) == []
     assert not (servers["cold"].data_dir / "runs" / "warm").exists() or \
         list((servers["cold"].data_dir / "runs" / "warm").iterdir()) == []
+
+
+def test_without_a_sandbox_a_warm_run_has_the_hook_and_gives_the_same_result(tmp_path: Path) -> None:
+    """--isolation none: the workers are plain processes of the server's user, as cold runs are."""
+    import base64
+
+    from blankly_magics.server.runner import LocalExecutor, LogSink, RunRequest
+    from blankly_magics.server.runner.process import RunStop
+
+    executor = LocalExecutor(tmp_path / "data", None, warm_workers=1)
+    executor.start()
+    zip_path = model_zip(tmp_path / "rsi.zip", PRELOADED + rsi_script())
+    results = []
+    try:
+        for n in range(2):  # the first starts cold and fills the pool; the second starts warm
+            folder = tmp_path / "data" / "runs" / "backtests" / f"b{n}"
+            request = RunRequest(run_id=f"backtest-b{n}", kind="backtest", folder=folder, zip_path=zip_path,
+                                 version_id="v1", python_version="", deadline=True,
+                                 env={"BACKTESTING": "1", "BACKTESTING_ID": f"b{n}", "BACKTESTING_ARGS":
+                                      base64.b64encode(json.dumps(RSI_BACKTEST_ARGS).encode()).decode()})
+            if n:
+                wait_for(lambda: executor.pool.idle(), "an idle warm worker", 60)
+            log = LogSink(folder / "output.log")
+            prepared = executor.prepare(request, log, RunStop())
+            end = executor.run(prepared, log, RunStop(), lambda pid, at: None)
+            executor.release(prepared)
+            assert end.code == 0 and f"preloaded: {bool(n)}" in log.path.read_text()
+            results.append(json.loads(end.reports["backtest_result.json"])["metrics"])
+    finally:
+        executor.close()
+    assert results[0] == results[1]
+
+
+def test_a_warm_workers_value_out_of_range_is_refused_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    for bad, why in (("-1", "-1 is out of range for"), ("65", "65 is out of range for"), ("two", "'two' is not")):
+        done = subprocess.run([sys.executable, "-m", "blankly_magics.server", "--warm-workers", bad],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1].endswith(
+            f"argument --warm-workers: {why} a whole number from 0 to 64")

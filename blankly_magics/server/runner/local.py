@@ -119,11 +119,11 @@ class LocalExecutor(Executor):
                                      counted=request.kind == "backtest", worker_log=worker_log)
             if stop.is_set():
                 raise RunFailed("stopped")
-            prepared.interpreter = choose_interpreter(request.python_version, folder.model / info.requirements,
-                                                      self.envs_dir, self._builder(prepared, log, stop))
-            if worker is not None and worker.key.interpreter != prepared.interpreter:
-                prepared.worker = None  # its environment changed meanwhile: a cold start
-                worker.discard()
+            if worker is not None:  # chosen a moment ago, from the same requirements
+                prepared.interpreter = worker.key.interpreter
+            else:
+                prepared.interpreter = choose_interpreter(request.python_version, folder.model / info.requirements,
+                                                          self.envs_dir, self._builder(prepared, log, stop))
         except BaseException:
             if worker is not None:
                 worker.discard()

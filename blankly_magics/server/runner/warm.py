@@ -197,6 +197,12 @@ class Worker:
     def alive(self) -> bool:
         return not self.sandbox.child.exited()
 
+    def mark_idle(self, pid_file: Path) -> None:
+        """Its pid record becomes ``pid_file`` (``pids/warm-<slot>.json``: one per idle worker of the pool)."""
+        child = self.sandbox.child
+        os.replace(child.pid_file, pid_file)
+        child.pid_file = pid_file
+
     def hand_over(self, folder: RunFolder) -> Optional[int]:
         """Move the worker's writable folders into the run's ``folder``; the user id the run now owns."""
         folder.root.mkdir(mode=0o700, parents=True, exist_ok=True)

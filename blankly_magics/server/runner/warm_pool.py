@@ -202,6 +202,7 @@ class WarmPool:
                 continue
             with self._cv:
                 self._idle.append(worker)
+                worker.mark_idle(self.executor.pid_file(f"warm-{worker.folder.root.name}"))
         for worker in idle:
             worker.discard()
 
@@ -216,7 +217,7 @@ class WarmPool:
             folder.create((uid, uid) if uid is not None else None)
             sandbox = start_sandbox(executor, key, folder, uid=uid, modules=BASE_MODULES + tuple(modules),
                                     log=LogSink(executor.warm_dir / f"{slot}.log", 64 << 10),
-                                    pid_file=executor.pid_file(f"warm-{slot}"), record={"kind": "warm", "id": slot})
+                                    pid_file=executor.pid_file(f"worker-{slot}"), record={"kind": "warm", "id": slot})
         except BaseException:
             shutil.rmtree(folder.root, ignore_errors=True)
             (executor.warm_dir / f"{slot}.log").unlink(missing_ok=True)

@@ -39,22 +39,28 @@ def points(account_values: Any) -> list[tuple[float, float]]:
 
 def equity_figure(account_values: Any, *, title: str = "Account value", quote: Optional[str] = None) -> Any:
     """A matplotlib Figure of the equity curve. Built on matplotlib.figure.Figure
-    with the Agg canvas, so it never touches pyplot or a GUI backend."""
+    with the Agg canvas, so it never touches pyplot or a GUI backend.
+
+    Drawn for speed below a notebook cell (about half the time of a tight layout with
+    rotated dates): fixed margins instead of ``tight_layout`` (which draws the figure
+    once more to measure it) and concise date labels that need no rotation."""
+    import matplotlib.dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     pairs = points(account_values)
     fig = Figure(figsize=(8, 3.2), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_axes((0.1, 0.17, 0.88, 0.73))  # room for the date offset below, the title above
     if pairs:
         when = [datetime.fromtimestamp(t, tz=timezone.utc) for t, _ in pairs]
         ax.plot(when, [v for _, v in pairs], linewidth=1.4, color="#1f6feb")
-        fig.autofmt_xdate()
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_title(title)
     ax.set_ylabel(f"value ({quote})" if quote else "value")
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
     return fig
 
 

@@ -363,8 +363,14 @@ class DeploymentClient:
 
     # ---- backtests ------------------------------------------------------------------------
 
-    def backtest_status(self, backtest_id: str) -> dict:
-        return self._call("GET", "/backtest/status", params={"backtestId": backtest_id})
+    def backtest_status(self, backtest_id: str, *, wait: Optional[float] = None, seen: Optional[str] = None) -> dict:
+        """The backtest's status. With ``wait``, a long poll: a server that supports it answers once
+        the status differs from ``seen`` (default: the one it has now) or is final, or after ``wait``
+        seconds (kept within half the read timeout); others answer at once."""
+        params: dict[str, Any] = {"backtestId": backtest_id}
+        if wait:
+            params.update(wait=f"{min(wait, self.timeout / 2):g}", status=seen)
+        return self._call("GET", "/backtest/status", params=params)
 
     def backtest_result(self, backtest_id: str) -> dict:
         return self._call("GET", "/backtest/result", params={"backtestId": backtest_id})

@@ -27,8 +27,13 @@ ROWS = (
     "server throughput: 8 threads",
     "multipart: quickstart zip",
     "multipart: 1 MB zip",
-    "backtest e2e: quickstart",
+    "backtest e2e: quickstart, warm",
+    "backtest e2e: quickstart, first deploy (cold)",
     "report: a completed backtest's display",
+    "warm: idle worker memory",
+    "warm: sweep point overhead",
+    "warm: sweep of 4 RSI points, 420 daily bars",
+    "warm: sweep of 4 RSI points, 4,000 daily bars",
 )
 
 

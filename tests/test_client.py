@@ -9,6 +9,7 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Optional
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from requests_toolbelt.multipart.decoder import MultipartDecoder
@@ -58,6 +59,7 @@ class Scripted:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         request = Seen(handler.command, handler.path.split("?")[0], dict(handler.headers), b"")
+        request.query = parse_qs(urlsplit(handler.path).query)
         with self.lock:
             request.count = sum(1 for s in self.seen if (s.method, s.path) == (request.method, request.path)) + 1
         answer = self.script(request)
@@ -94,6 +96,7 @@ class Scripted:
 class Seen:
     def __init__(self, method: str, path: str, headers: dict, body: bytes) -> None:
         self.method, self.path, self.headers, self.body = method, path, headers, body
+        self.query: dict[str, list[str]] = {}
         self.count = 0
 
 

@@ -140,6 +140,7 @@ class ServerConfig:
     max_upload: int = 100 * MB  # bytes of zip accepted in one upload
     plans: Plans = field(default_factory=default_plans)
     max_workers: Optional[int] = None  # concurrent backtests; None lets the runner use the cores
+    warm_workers: Optional[int] = None  # idle warm workers; None sizes them from the machine, 0: none
     max_queue: int = 100  # backtests waiting at once before new ones get 429
     log_level: str = "info"
     zip_limits: ZipLimits = field(default_factory=ZipLimits)

@@ -10,6 +10,7 @@ from . import uploads
 from .config import ServerConfig
 from .keystore import open_keys
 from .jobs import live_job
+from .longpoll import StatusWaits
 from .runner import LocalExecutor, Runner
 from .state import Server
 from .store import TMP_DIR, VERSIONS_DIR, Deployment, Store, private_dir
@@ -33,13 +34,14 @@ def sweep_leftovers(store: Store) -> None:
             path.unlink(missing_ok=True)
 
 
-def _runner_callbacks(store: Store) -> tuple[Callable, Callable]:
+def _runner_callbacks(store: Store, waits: StatusWaits) -> tuple[Callable, Callable]:
     # Called from the runner's threads; a failure here must not kill them.
     def on_backtest(backtest_id: str, fields: dict[str, Any]) -> None:
         try:
             store.update_backtest(backtest_id, fields)
         except Exception:
             log.exception("could not record backtest %s progress", backtest_id)
+        waits.changed(backtest_id)  # long polls of its status answer now
 
     def on_live(model_id: str, fields: dict[str, Any]) -> None:
         try:
@@ -110,16 +112,18 @@ def open_server(config: ServerConfig) -> Server:
         failed = store.fail_unfinished_backtests()
         if failed:
             log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
-        on_backtest, on_live = _runner_callbacks(store)
+        waits = StatusWaits()
+        on_backtest, on_live = _runner_callbacks(store, waits)
         runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers,
-                        executor=LocalExecutor(config.data_dir, _bwrap(config)), network=config.run_network)
+                        executor=LocalExecutor(config.data_dir, _bwrap(config), warm_workers=config.warm_workers),
+                        network=config.run_network)
         id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
         keys = open_keys(store, config.exchange_key_path)
         runner.start()
     except BaseException:
         store.close()
         raise
-    server = Server(config, store, runner, id_tokens, uploads.Writer(), keys)
+    server = Server(config, store, runner, id_tokens, uploads.Writer(), keys, waits)
     try:
         resume_deployments(server)
     except Exception:

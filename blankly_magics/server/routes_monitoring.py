@@ -9,6 +9,7 @@ import anyio.to_thread
 from starlette.requests import Request
 
 from .activity import MAX_RECENT, model_activity as activity_page
+from .longpoll import parse_wait
 from .web import ApiError, field_id, field_offset, field_text, read_fields, server_of
 from .logtail import read_log
 from .owned import deployment_view, owned_backtest, owned_model
@@ -58,7 +59,21 @@ def _whole(fields: dict[str, Any], name: str, low: int, high: int, what: str) ->
 
 
 async def backtest_status(request: Request, user: User) -> dict[str, Any]:
-    return owned_backtest(server_of(request), user, await read_fields(request)).to_api()
+    """The status; with ``wait=S``, answered once it differs from ``status`` (the one the caller
+    last saw; by default the one it has now) or is final, or after S seconds (longpoll.py)."""
+    server = server_of(request)
+    fields = await read_fields(request)
+    backtest = owned_backtest(server, user, fields)
+    try:
+        wait = parse_wait(field_text(fields, "wait"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if wait:
+        seen = field_text(fields, "status", limit=40) or backtest.status
+        backtest = await server.waits.until_changed(
+            backtest.id, lambda: owned_backtest(server, user, fields),
+            lambda now: now.status == seen and not now.finished, wait)
+    return backtest.to_api()
 
 
 async def backtest_result(request: Request, user: User) -> dict[str, Any]:
@@ -85,4 +100,5 @@ async def backtest_cancel(request: Request, user: User) -> dict[str, Any]:
                 backtest.id,
                 {"status": "cancelled", "error": "cancelled by the user", "ended_at": time.time()},
             )
+            server.waits.changed(backtest.id)
     return server.store.get_backtest(user.id, backtest.id).to_api()  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ from pathlib import Path
 from . import uploads
 from .config import ServerConfig
 from .keystore import KeyStore
+from .longpoll import StatusWaits
 from .runner import Runner
 from .store import TMP_DIR, Store
 from .tokens import IdTokens
@@ -15,7 +16,8 @@ from .tokens import IdTokens
 @dataclass
 class Server:
     """What the routes share: settings, the database, the runner, the token signer,
-    the thread that writes uploads to disk, and the users' exchange keys."""
+    the thread that writes uploads to disk, the users' exchange keys, and the requests
+    waiting for a status to change."""
 
     config: ServerConfig
     store: Store
@@ -23,6 +25,7 @@ class Server:
     id_tokens: IdTokens
     writer: uploads.Writer
     keys: KeyStore
+    waits: StatusWaits = field(default_factory=StatusWaits)
     tmp_dir: Path = field(init=False)  # where uploads are received and written
 
     def __post_init__(self) -> None:

@@ -1,10 +1,12 @@
-"""Waiting for a backtest: quick polls while it is young, slower as it runs on, one stop policy."""
+"""Waiting for a backtest: long polls (the server answers the moment its status changes), or, with
+a server that answers at once, quick polls while it is young and slower as it runs on; one stop policy."""
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..results import TERMINAL_STATES, BacktestResult
+from ..transport import DeploymentError
 from . import interrupts
 from .feedback import Feedback
 from .fetch import fetch_backtest, result_from
@@ -12,6 +14,7 @@ from .fetch import fetch_backtest, result_from
 if TYPE_CHECKING:
     from ..session import Session
 
+LONG_POLL = 2.0  # seconds a status request may wait on the server for a change (?wait=); a Cancel waits as long
 QUICK_POLL = 0.1  # seconds between status checks while a backtest is young
 QUICK_FOR = 5.0  # seconds: a short backtest (the common case) is seen within QUICK_POLL of its end
 SLOW_POLL = 2.0  # the interval the checks of a long backtest grow to
@@ -65,12 +68,19 @@ def wait_for_backtest(
 def _poll(session: "Session", backtest_id: str, feedback: Feedback, poll: float, timeout: Optional[float],
           show: Callable[[str], None], last: dict) -> dict:
     """The backtest's last status: a final one, or the one seen when ``timeout`` passed."""
-    client = session.client
     deadline = None if timeout is None else time.monotonic() + timeout
     delay, state, since = 0.0, None, 0.0
+    long_polls = True  # until the server shows it answers at once
     while True:
         feedback.cancel.check()
-        status = client.backtest_status(backtest_id)
+        asked = time.monotonic()
+        wait = 0.0
+        if state is not None and long_polls:
+            wait = LONG_POLL if deadline is None else min(LONG_POLL, deadline - asked)
+        status = _status(session, backtest_id, wait, state)
+        if status is None:  # the server refused the long poll
+            long_polls, wait = False, 0.0
+            status = _status(session, backtest_id, 0.0, None)
         last.clear()
         last.update(status)
         word = str(status.get("status"))
@@ -78,10 +88,26 @@ def _poll(session: "Session", backtest_id: str, feedback: Feedback, poll: float,
         now = time.monotonic()
         if word in TERMINAL_STATES or (deadline is not None and now >= deadline):
             return status
+        if wait > 0 and word == state and now - asked < wait / 2:
+            long_polls = False  # it did not wait: poll on a schedule instead
         if word != state:  # queued -> running: its first seconds are polled quickly again
             state, since = word, now
+        if wait > 0 and long_polls:
+            continue
         delay = next_poll(now - since, delay, poll)
         feedback.cancel.sleep(delay if deadline is None else min(delay, deadline - now))
+
+
+def _status(session: "Session", backtest_id: str, wait: float, seen: Optional[str]) -> Optional[dict]:
+    """One status request (a long poll when ``wait``); None when the server refused the long poll."""
+    if wait <= 0:
+        return session.client.backtest_status(backtest_id)
+    try:
+        return session.client.backtest_status(backtest_id, wait=wait, seen=seen)
+    except DeploymentError as exc:
+        if exc.status == 400:
+            return None
+        raise
 
 
 def cancel_backtest(session: "Session", backtest_id: str, settle: float = CANCEL_SETTLE) -> str:

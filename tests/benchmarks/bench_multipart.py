@@ -32,14 +32,14 @@ CHUNK = 64 * 1024  # what the server's socket reads hand the receiver, at most
 
 
 def quickstart_zip(folder: Path) -> bytes:
-    from blankly_magics.bundle import build_bundle
+    from blankly_magics.export import build_bundle
 
     return build_bundle(str(QUICKSTART)).zip_bytes()
 
 
 def data_model_zip(folder: Path, size: int) -> bytes:
     """A model whose zip is about ``size`` bytes: a script and an incompressible data file."""
-    from blankly_magics.bundle import build_bundle
+    from blankly_magics.export import build_bundle
 
     folder.mkdir(parents=True)
     write_random(folder / "prices.bin", size)

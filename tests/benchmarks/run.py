@@ -31,6 +31,7 @@ BENCHMARKS = {
     "multipart": "bench_multipart",
     "backtest_e2e": "bench_backtest_e2e",
     "report": "bench_report",
+    "warm": "bench_warm",
 }
 
 

@@ -168,7 +168,8 @@ class Recorder:
 def run_processes(root: Path) -> list[int]:
     """Pids of the running runs of runners whose data dir lies under ``root``: from the runners'
     pid records, one per process start (the top of its sandbox: the pid the runner reports), and
-    any process of an unconfined run (it carries the run token and works under ``root``).
+    any process of an unconfined run (it carries the run token and works under ``root``). Idle
+    warm workers (no run yet) are not runs.
 
     Other tests' servers may run models at the same time: only ours count."""
     root = Path(root).resolve()
@@ -176,6 +177,8 @@ def run_processes(root: Path) -> list[int]:
     for record in root.rglob("runs/pids/*.json"):
         try:
             data = json.loads(record.read_text())
+            if data.get("kind") == "warm":
+                continue
             proc = psutil.Process(data["pid"])
             if proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - data["create_time"]) < 0.01:
                 found.add(proc.pid)
@@ -183,8 +186,10 @@ def run_processes(root: Path) -> list[int]:
             continue
     for proc in psutil.process_iter():
         try:
+            cwd = Path(proc.cwd()).resolve()
+            idle = any(p.name == "warm" and p.parent.name == "runs" for p in cwd.parents)
             if (RUN_TOKEN_VAR in proc.environ() and proc.status() != psutil.STATUS_ZOMBIE
-                    and Path(proc.cwd()).resolve().is_relative_to(root)):
+                    and cwd.is_relative_to(root) and not idle):
                 found.add(proc.pid)
         except (psutil.Error, OSError):
             continue

@@ -73,7 +73,7 @@ def _wait_state(server, model_id: str, state: str, **extra) -> dict:
 def test_help_explains_every_option():
     out = subprocess.run(_server_cmd("--help"), capture_output=True, text=True, check=True).stdout
     for option in ("--host", "--port", "--data-dir", "--token-ttl", "--max-upload", "--plans",
-                   "--max-workers", "--max-queue", "--log-level"):
+                   "--max-workers", "--warm-workers", "--max-queue", "--log-level"):
         assert option in out
     assert "127.0.0.1" in out and "token" in out
     token_help = subprocess.run(

@@ -7,6 +7,10 @@ started through launch.py and watched by process.watch. Under a server running
 as root every run also gets a user id of its own from a pool (``RunUids``), so
 the sandboxed process is an unprivileged user of this machine.
 
+A backtest whose environment is ready starts warm when it can: in a pre-started
+sandbox that has already imported the heavy modules (warm.py). A sweep's points
+start from one sandbox that imported them once (points.py).
+
 With ``isolation="none"`` the same steps run unconfined, as the server's user,
 with the same environment allowlist and the same limits (polled).
 """
@@ -14,21 +18,22 @@ from __future__ import annotations
 
 import os
 import posixpath
-import threading
+import shutil
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from . import envs
-from .executor import Executor, Exit, OnStart, Prepared, RunFailed, RunLimits, RunRequest
-from .folders import RunFolder, contained, dir_size, write_new
+from . import envs, warm
+from .uids import RunUids
+from .warm_pool import WarmPool, default_size
+from .executor import Executor, Exit, OnStart, PointExit, PointStart, Prepared, RunFailed, RunLimits, RunRequest
+from .folders import WRITABLE, RunFolder, contained, dir_size, write_new
 from .prepare import choose_interpreter, unpack
 from .logs import LogSink
-from .process import (NICE, RUN_TOKEN_VAR, STOPPED, Limits, RunStop, launcher_command, reap_leftovers, spawn,
-                      watch)
+from .process import (NICE, RUN_TOKEN_VAR, STOPPED, Child, Limits, RunStop, launcher_command, reap_leftovers,
+                      spawn, watch)
 from .sandbox import (HOOK_DIR, SANDBOX_USER, SANDBOX_VIEW, SandboxError, SandboxSpec, View,
                       account_files, bwrap_command, check_prefix, interpreter_prefixes)
 
@@ -39,30 +44,6 @@ LOCALE_VARS = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME"
 _SECRET_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-class RunUids:
-    """Unprivileged user ids for runs under a root server, one per running run.
-
-    Spread by the data dir so two servers on one machine rarely share one; no
-    account is needed for them, and nothing outside a run's sandbox runs as them."""
-
-    SIZE = 10_000
-
-    def __init__(self, data_dir: Path) -> None:
-        self.base = 1_800_000_000 + (zlib.crc32(str(data_dir).encode()) % 1000) * self.SIZE
-        self._free = list(range(self.SIZE - 2, -1, -1))  # the last one is the start-up probe's
-        self._lock = threading.Lock()
-
-    def take(self) -> int:
-        with self._lock:
-            if not self._free:
-                raise RunFailed("too many runs at once on this server")
-            return self.base + self._free.pop()
-
-    def give_back(self, uid: int) -> None:
-        with self._lock:
-            self._free.append(uid - self.base)
-
-
 @dataclass
 class LocalPrepared(Prepared):
     folder: RunFolder = None  # type: ignore[assignment]
@@ -71,24 +52,31 @@ class LocalPrepared(Prepared):
     working_directory: str = "."
     uid: Optional[int] = None  # the run's own user id (root servers)
     pid_file: Path = None  # type: ignore[assignment]
+    worker: Optional[warm.Worker] = None  # the warm worker its first start is handed to
+    counted: bool = False  # a backtest the warm pool counts as running until released
+    worker_log: Optional[Path] = None  # its warm worker's own log, removed with the run's files
 
 
 class LocalExecutor(Executor):
     """Runs on this machine, confined by bubblewrap unless ``bwrap`` is None."""
 
-    def __init__(self, data_dir: Path, bwrap: Optional[str], *, grace: float = 5.0) -> None:
+    def __init__(self, data_dir: Path, bwrap: Optional[str], *, grace: float = 5.0,
+                 warm_workers: Optional[int] = None) -> None:
+        """``warm_workers``: idle warm workers kept (None: warm.default_size(); 0: every run starts cold)."""
         self.data_dir = Path(data_dir)
         self.bwrap = bwrap
         self.isolation = "bubblewrap" if bwrap else "none"
         self.grace = grace
         self._runs = self.data_dir / "runs"
         self._pids = self._runs / "pids"
-        self._envs = self.data_dir / "envs"
+        self.envs_dir = self.data_dir / "envs"
         self._root = os.geteuid() == 0
         self._uids = RunUids(self.data_dir) if (bwrap and self._root) else None
         self._stage = next((p for p in STAGE_CANDIDATES if os.path.isdir(p)), "/tmp")
-        self._accounts: Optional[tuple[Path, Path]] = None
+        self.accounts: Optional[tuple[Path, Path]] = None  # the sandbox's passwd and group
         self._versions: Optional[list[str]] = None
+        self.warm_dir = self._runs / "warm"
+        self.pool = WarmPool(self, default_size() if warm_workers is None else warm_workers)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -98,8 +86,13 @@ class LocalExecutor(Executor):
         for folder in (self._runs, self._runs / "backtests", self._runs / "live", self._pids):
             private_dir(folder)  # also tightens folders an older server made with the umask
         if self.bwrap:
-            self._accounts = account_files(self._runs / "sandbox")
-        return reap_leftovers(self._pids)
+            self.accounts = account_files(self._runs / "sandbox")
+        leftovers = reap_leftovers(self._pids)
+        shutil.rmtree(self.warm_dir, ignore_errors=True)  # idle workers of an earlier server: gone with it
+        return [rec for rec in leftovers if rec.get("kind") in ("backtest", "live")]
+
+    def close(self) -> None:
+        self.pool.close()
 
     def python_versions(self) -> list[str]:
         if self._versions is None:
@@ -111,20 +104,33 @@ class LocalExecutor(Executor):
 
     def prepare(self, request: RunRequest, log: LogSink, stop: RunStop) -> LocalPrepared:
         """Unpack the version into the run's folder and choose its interpreter (maybe building a venv)."""
-        uid = self._uids.take() if self._uids else None
+        if request.kind == "backtest":
+            self.pool.begin()  # until release()
+        worker = self.pool.for_run(request, self.envs_dir)
+        uid = worker.hand_over(RunFolder(request.folder)) if worker else self.take_uid()
+        worker_log = worker.log if worker else None
+        owner = (uid, uid) if uid is not None else None
         try:
-            folder = RunFolder(request.folder).create((uid, uid) if uid is not None else None)
-            info = unpack(request.zip_path, folder, (uid, uid) if uid is not None else None)
+            folder = RunFolder(request.folder) if worker else RunFolder(request.folder).create(owner)
+            info = unpack(request.zip_path, folder, owner)
             prepared = LocalPrepared(request, info.manifest, "", folder=folder, main_script=info.main_script,
                                      working_directory=info.working_directory, uid=uid,
-                                     pid_file=self._pids / f"{request.run_id}.json")
+                                     pid_file=self.pid_file(request.run_id), worker=worker,
+                                     counted=request.kind == "backtest", worker_log=worker_log)
             if stop.is_set():
                 raise RunFailed("stopped")
-            prepared.interpreter = choose_interpreter(request.python_version, folder.model / info.requirements,
-                                                      self._envs, self._builder(prepared, log, stop))
+            if worker is not None:  # chosen a moment ago, from the same requirements
+                prepared.interpreter = worker.key.interpreter
+            else:
+                prepared.interpreter = choose_interpreter(request.python_version, folder.model / info.requirements,
+                                                          self.envs_dir, self._builder(prepared, log, stop))
         except BaseException:
+            if worker is not None:
+                worker.discard()
             RunFolder(request.folder).clear()  # a half-unpacked copy goes at once
-            self._give_back(uid)
+            self.give_back_uid(uid)
+            if request.kind == "backtest":
+                self.pool.done()
             raise
         prepared.python_version = prepared.interpreter.version
         if not prepared.interpreter.shared:
@@ -142,18 +148,18 @@ class LocalExecutor(Executor):
         env = self._environment(prepared, view)
         secrets = self._place_secrets(prepared)
         try:
-            spec = SandboxSpec(
-                folders={name: getattr(folder, name) for name in ("model", "report", "home", "tmp")},
-                argv=(self._python_inside(prepared), posixpath.join(view.model, prepared.main_script)),
-                cwd=posixpath.normpath(posixpath.join(view.model, prepared.working_directory)),
-                prefixes=self._prefixes(prepared.interpreter),
-                env_dir=prepared.interpreter.env_dir,
-                network=request.network,
-                account_files=self._accounts,
-            )
-            child = spawn(self._command(spec, prepared, umask=0o077), env=env,
-                          cwd=None if self.bwrap else folder.model / prepared.working_directory, log=log,
-                          pid_file=prepared.pid_file, record=_record(request), sandboxed=bool(self.bwrap))
+            argv = (self.python_inside(prepared.interpreter), posixpath.join(view.model, prepared.main_script))
+            cwd = posixpath.normpath(posixpath.join(view.model, prepared.working_directory))
+            child = self._start_warm(prepared, argv, cwd, env, log)
+            if child is None:
+                spec = SandboxSpec(
+                    folders={name: getattr(folder, name) for name in WRITABLE}, argv=argv, cwd=cwd,
+                    prefixes=self.prefixes(prepared.interpreter), env_dir=prepared.interpreter.env_dir,
+                    network=request.network, account_files=self.accounts,
+                )
+                child = spawn(self._command(spec, prepared, umask=0o077), env=env,
+                              cwd=None if self.bwrap else folder.model / prepared.working_directory, log=log,
+                              pid_file=prepared.pid_file, record=_record(request), sandboxed=bool(self.bwrap))
             on_start(child.pid, child.started)
             limits = request.limits
             code, reason = watch(child, Limits(limits.ram, limits.timeout if request.deadline else None,
@@ -163,6 +169,27 @@ class LocalExecutor(Executor):
             for path in secrets:
                 path.unlink(missing_ok=True)
 
+    def _start_warm(self, prepared: LocalPrepared, argv: tuple[str, str], cwd: str, env: dict[str, str],
+                    log: LogSink) -> Optional[Child]:
+        """Hand the run to its warm worker; None when it has none or the worker cannot take it (cold)."""
+        worker, prepared.worker = prepared.worker, None  # a worker serves one start
+        if worker is None:
+            return None
+        job = {"argv": list(argv), "cwd": cwd, "env": env,
+               "rlimits": run_rlimits(prepared.request.limits, prepared.uid is not None)}
+        return self.pool.start(worker, job, log, prepared.pid_file, _record(prepared.request))
+
+    def run_points(self, requests: Sequence[RunRequest], log_for: Callable[[RunRequest], LogSink], stop: RunStop,
+                   on_start: PointStart, on_exit: PointExit, *, parallel: int = 1,
+                   stopped: Callable[[RunRequest], bool] = lambda request: False) -> None:
+        """Executor.run_points, the points forked from one warm worker (points.py) when they can be."""
+        from .points import Sweep, forkable
+
+        if not forkable(self, requests):
+            return super().run_points(requests, log_for, stop, on_start, on_exit, parallel=parallel,
+                                      stopped=stopped)
+        Sweep(self, requests, log_for, stop, on_start, on_exit, parallel, stopped).run()
+
     def release(self, prepared: Prepared, *, keep_report: bool = True) -> None:
         assert isinstance(prepared, LocalPrepared)
         folder = prepared.folder
@@ -171,13 +198,28 @@ class LocalExecutor(Executor):
                 self._secret_path(prepared, name).unlink(missing_ok=True)
             except RunFailed:  # it leads elsewhere now: the folder goes below, the link with it
                 pass
+        if prepared.worker is not None:  # prepared, never started
+            prepared.worker.discard()
+            prepared.worker = None
+        if prepared.worker_log is not None:  # its sandbox has ended: nothing writes it any more
+            prepared.worker_log.unlink(missing_ok=True)
         folder.clear(keep_report=keep_report)
-        self._give_back(prepared.uid)
+        self.give_back_uid(prepared.uid)
         prepared.uid = None
+        if prepared.counted:
+            prepared.counted = False
+            self.pool.done()
 
-    def _give_back(self, uid: Optional[int]) -> None:
+    def take_uid(self) -> Optional[int]:
+        """A user id of its own for a run (None unless the server is root and runs are confined)."""
+        return self._uids.take() if self._uids else None
+
+    def give_back_uid(self, uid: Optional[int]) -> None:
         if uid is not None and self._uids is not None:
             self._uids.give_back(uid)
+
+    def pid_file(self, run_id: str) -> Path:
+        return self._pids / f"{run_id}.json"
 
     # -- what a process gets ------------------------------------------------------
 
@@ -188,13 +230,13 @@ class LocalExecutor(Executor):
         return View(str(folder.model), str(folder.report), str(folder.home), str(folder.tmp), str(HOOK_DIR),
                     str(env_dir or ""))
 
-    def _python_inside(self, prepared: LocalPrepared) -> str:
-        interpreter = prepared.interpreter
+    def python_inside(self, interpreter: envs.Interpreter) -> str:
+        """The interpreter's path as the run's process sees it."""
         if interpreter.env_dir is not None and self.bwrap:
             return f"{SANDBOX_VIEW.env}/bin/python"
         return str(interpreter.python)
 
-    def _prefixes(self, interpreter: envs.Interpreter) -> tuple[Path, ...]:
+    def prefixes(self, interpreter: envs.Interpreter) -> tuple[Path, ...]:
         python = interpreter.base if interpreter.env_dir is not None else interpreter.python
         try:
             return tuple(check_prefix(p, self.data_dir) for p in interpreter_prefixes(Path(python)))
@@ -202,9 +244,11 @@ class LocalExecutor(Executor):
             raise RunFailed(str(exc)) from None
 
     def _environment(self, prepared: LocalPrepared, view: View) -> dict[str, str]:
-        """The process's whole environment: an allowlist, never a copy of the server's."""
-        python_bin = posixpath.dirname(self._python_inside(prepared))
-        env = base_environment(view, python_bin, prepared.request.env)
+        return self.environment(prepared.interpreter, view, prepared.request.env)
+
+    def environment(self, interpreter: envs.Interpreter, view: View, extra: dict[str, str]) -> dict[str, str]:
+        """A run's process's whole environment: an allowlist, never a copy of the server's."""
+        env = base_environment(view, posixpath.dirname(self.python_inside(interpreter)), extra)
         env.update({
             "PYTHONPATH": view.hook,  # the hook, first and alone: only runs see it
             "PYTHONUNBUFFERED": "1",
@@ -214,7 +258,7 @@ class LocalExecutor(Executor):
             "BROWSER": "true",  # webbrowser (Blankly's charts and login) runs `true URL`: no browser opens
             "BLANKLY_MAGICS_REPORT_DIR": view.report,
         })
-        if prepared.interpreter.env_dir is not None:
+        if interpreter.env_dir is not None:
             env["VIRTUAL_ENV"] = view.env
         return env
 
@@ -240,12 +284,14 @@ class LocalExecutor(Executor):
 
     def _command(self, spec: SandboxSpec, prepared: LocalPrepared, *, umask: int) -> list[str]:
         """The launcher command for one start of a run (see launch.py)."""
-        return self.launch(spec, prepared.uid, prepared.request.limits, umask=umask)
+        return self.launch(spec, prepared.uid, run_rlimits(prepared.request.limits, prepared.uid is not None),
+                           umask=umask)
 
-    def launch(self, spec: SandboxSpec, uid: Optional[int], limits: RunLimits, *, umask: int = 0o077) -> list[str]:
-        """The launcher command that starts ``spec`` (its argv alone when runs are not confined)."""
-        rlimits = {"RLIMIT_CORE": 0, "RLIMIT_FSIZE": limits.disk << 20}  # the largest file: the whole allowance
-        launch: dict[str, Any] = {"rlimits": rlimits, "nice": NICE, "umask": umask}
+    def launch(self, spec: SandboxSpec, uid: Optional[int], rlimits: dict[str, int], *, umask: int = 0o077
+               ) -> list[str]:
+        """The launcher command that starts ``spec`` (its argv alone when runs are not confined)
+        with the kernel limits ``rlimits`` (run_rlimits) and no core dumps."""
+        launch: dict[str, Any] = {"rlimits": {"RLIMIT_CORE": 0, **rlimits}, "nice": NICE, "umask": umask}
         if not self.bwrap:
             launch["argv"] = list(spec.argv)
             return launcher_command(launch)
@@ -253,8 +299,6 @@ class LocalExecutor(Executor):
         if uid is not None:
             launch.update(stage=self._stage, sources=[str(m.source) for m in spec.mounts()], uid=uid, gid=uid,
                           argv=bwrap_command(spec, self.bwrap, lambda i, m: f"{self._stage}/{i}"))
-            # The kernel's backstop against a fork bomb between two polls; it counts threads too.
-            rlimits["RLIMIT_NPROC"] = limits.processes * 4 + 64
         else:
             launch["argv"] = bwrap_command(spec, self.bwrap)
         return launcher_command(launch)
@@ -266,10 +310,10 @@ class LocalExecutor(Executor):
 
         spec = SandboxSpec(folders={}, argv=(sys.executable, "-I", "-S", "-c", "pass"), cwd="/",
                            prefixes=tuple(interpreter_prefixes(Path(sys.executable))),
-                           account_files=self._accounts)
+                           account_files=self.accounts)
         uid = self._uids.base + RunUids.SIZE - 1 if self._uids else None  # never handed to a run: kept free
         try:
-            done = subprocess.run(self.launch(spec, uid, RunLimits()), capture_output=True, text=True, timeout=60,
+            done = subprocess.run(self.launch(spec, uid, run_rlimits(RunLimits(), uid is not None)), capture_output=True, text=True, timeout=60,
                                   stdin=subprocess.DEVNULL, cwd="/")
         except (OSError, subprocess.SubprocessError) as exc:
             return f"a test sandbox could not start ({exc})"
@@ -307,8 +351,8 @@ class _SandboxBuilder:
         spec = SandboxSpec(
             folders={"home": folder.home, "tmp": folder.tmp, "env": build_dir},
             argv=tuple(argv), cwd=SANDBOX_VIEW.home,
-            prefixes=executor._prefixes(envs.Interpreter(base, "", None)),
-            extra=tuple(Mount(p, str(p)) for p in pip_paths), network=True, account_files=executor._accounts,
+            prefixes=executor.prefixes(envs.Interpreter(base, "", None)),
+            extra=tuple(Mount(p, str(p)) for p in pip_paths), network=True, account_files=executor.accounts,
         )
         env = base_environment(SANDBOX_VIEW, f"{SANDBOX_VIEW.env}/bin", pip_env)
         self.log.write("$ " + " ".join(argv) + "\n")
@@ -338,6 +382,16 @@ def base_environment(view: View, python_bin: str, extra: dict[str, str]) -> dict
     env.update({"PATH": path, "HOME": view.home, "TMPDIR": view.tmp, "USER": SANDBOX_USER,
                 "LOGNAME": SANDBOX_USER, RUN_TOKEN_VAR: uuid.uuid4().hex})
     return env
+
+
+def run_rlimits(limits: RunLimits, own_uid: bool, runs: int = 1) -> dict[str, int]:
+    """The kernel's limits on a run's processes: the largest file (the whole disk allowance) and,
+    for ``runs`` runs under a user id of their own, the backstop against a fork bomb between two
+    polls (it counts threads too)."""
+    rlimits = {"RLIMIT_FSIZE": limits.disk << 20}
+    if own_uid:
+        rlimits["RLIMIT_NPROC"] = (limits.processes * 4 + 64) * runs
+    return rlimits
 
 
 def _record(request: RunRequest) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from ...files import private_dir, write_json
 from .logs import LogSink
@@ -122,6 +122,21 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def usage(procs: list[Any], sandboxed: bool) -> tuple[int, int]:
+    """(resident bytes, process count) of ``procs`` (psutil handles), bubblewrap's left out of the count."""
+    import psutil
+
+    rss, count = 0, 0
+    for proc in procs:
+        try:
+            rss += proc.memory_info().rss
+            if not (sandboxed and proc.name() == "bwrap"):
+                count += 1
+        except psutil.Error:
+            pass
+    return rss, count
+
+
 @dataclass
 class Child:
     """One started process (and everything it starts), with the files that describe it."""
@@ -138,6 +153,12 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
+    def exited(self) -> bool:
+        return exited(self.proc)
+
+    def wake_on_exit(self, wake: threading.Event) -> None:
+        _wake_on_exit(self.proc, wake)
+
     def tree(self) -> list[Any]:
         """psutil handles of the process and its descendants (a handle never hits a reused pid)."""
         import psutil
@@ -150,17 +171,7 @@ class Child:
 
     def usage(self) -> tuple[int, int]:
         """(resident bytes, process count) of the run, bubblewrap's own processes left out of the count."""
-        import psutil
-
-        rss, count = 0, 0
-        for proc in self.tree():
-            try:
-                rss += proc.memory_info().rss
-                if not (self.sandboxed and proc.name() == "bwrap"):
-                    count += 1
-            except psutil.Error:
-                pass
-        return rss, count
+        return usage(self.tree(), self.sandboxed)
 
     def terminate(self) -> None:
         """SIGTERM to every process of the run (a sandbox's init has no handler: it ignores it)."""
@@ -188,10 +199,10 @@ class Child:
 
     def stop(self, grace: float) -> None:
         """SIGTERM the run, SIGKILL it after ``grace`` seconds, then reap."""
-        if self.code is None and not exited(self.proc):
+        if self.code is None and not self.exited():
             self.terminate()
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and not exited(self.proc):
+            while time.monotonic() < deadline and not self.exited():
                 time.sleep(0.05)
         self.finish()
 
@@ -225,8 +236,10 @@ def spawn(
     pid_file: Path,
     record: dict[str, Any],
     sandboxed: bool,
+    pass_fds: tuple[int, ...] = (),
 ) -> Child:
-    """Start ``command`` (a launcher command) in a new session, its output piped to ``log``."""
+    """Start ``command`` (a launcher command) in a new session, its output piped to ``log``
+    (``pass_fds``: descriptors the process keeps, such as a warm worker's control socket)."""
     proc = subprocess.Popen(
         command,
         cwd=str(cwd) if cwd is not None else "/",
@@ -236,6 +249,7 @@ def spawn(
         stderr=subprocess.STDOUT,
         start_new_session=True,
         close_fds=True,
+        pass_fds=pass_fds,
     )
     log.attach(proc.stdout)
     write_pid_record(pid_file, proc.pid, env[RUN_TOKEN_VAR], record)
@@ -243,18 +257,35 @@ def spawn(
                  sandboxed=sandboxed)
 
 
-def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callable[[], int]], grace: float
+class Watched(Protocol):
+    """What watch() needs of a process: a ``Child``, or a sweep's point (points.py)."""
+
+    log: LogSink
+
+    def exited(self) -> bool: ...
+    def wake_on_exit(self, wake: threading.Event) -> None: ...
+    def usage(self) -> tuple[int, int]: ...
+    def kill(self) -> None: ...
+    def stop(self, grace: float) -> None: ...
+    def finish(self) -> int: ...
+
+
+def watch(child: Watched, limits: Limits, stop: RunStop, disk_use: Optional[Callable[[], int]], grace: float
           ) -> tuple[int, Optional[str]]:
     """Wait for a process, enforcing ``limits``; (exit code, why it was stopped or None).
 
     Its exit and a stop request end the wait at once (both set ``stop.wake``);
-    the limits are checked every POLL seconds meanwhile (the folder every DISK_POLL)."""
+    the limits are checked every POLL seconds meanwhile, from POLL seconds on (the folder
+    every DISK_POLL)."""
     ends = time.monotonic() + limits.timeout if limits.timeout else None
     next_disk = 0.0  # measured as often as the rest while the folder is small, less once measuring costs
     reason: Optional[str] = None
     stop.wake.clear()  # a wake left by an earlier process of this run; every check below runs anyway
-    _wake_on_exit(child.proc, stop.wake)
-    while not exited(child.proc):
+    child.wake_on_exit(stop.wake)
+    # The first measurement after a moment: one that ends sooner (a sweep's point) is never walked.
+    stop.wake.wait(POLL)
+    stop.wake.clear()
+    while not child.exited():
         if stop.is_set():
             child.stop(grace)
             return child.finish(), STOPPED
@@ -280,7 +311,7 @@ def watch(child: Child, limits: Limits, stop: RunStop, disk_use: Optional[Callab
     return code, reason
 
 
-def _over_limit(child: Child, limits: Limits) -> Optional[str]:
+def _over_limit(child: Watched, limits: Limits) -> Optional[str]:
     if not (limits.ram_mb or limits.processes):
         return None
     rss, count = child.usage()
@@ -291,7 +322,7 @@ def _over_limit(child: Child, limits: Limits) -> Optional[str]:
     return None
 
 
-def _reason_from_exit(child: Child, limits: Limits, code: int) -> Optional[str]:
+def _reason_from_exit(child: Watched, limits: Limits, code: int) -> Optional[str]:
     """A limit the kernel enforced by itself: the largest file (SIGXFSZ), or a failed allocation."""
     if limits.disk_mb and code == -signal.SIGXFSZ:
         return disk_reason(limits.disk_mb)

@@ -13,6 +13,7 @@ What a process of a run sees; nothing else of the machine exists inside::
     /blankly/env                 the model's virtual environment, read-only (writable only to the
                                  sandboxed pip that builds it)
     /blankly/hook                the blankly_external hook, read-only
+    /blankly/worker              the warm worker's program, read-only (warm runs and sweeps)
     /blankly/model               the run's copy of its version, the working directory (writable)
     /blankly/report              where the hook writes the run's results (writable)
     /blankly/home                HOME, empty at start (writable)
@@ -40,6 +41,7 @@ the process is process.py's and launch.py's.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import sys
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ class View:
 # Fixed paths: any run's process sees the same ones, so a sandbox can be made before its run is known.
 SANDBOX_VIEW = View(f"{ROOT}/model", f"{ROOT}/report", f"{ROOT}/home", "/tmp", f"{ROOT}/hook", f"{ROOT}/env")
 HOOK_DIR = Path(__file__).resolve().parent / "hook"
+WORKER_DIR = Path(__file__).resolve().parent / "worker"
+WORKER = f"{ROOT}/worker/worker.py"  # the warm worker's program, as a sandbox sees it
 
 # /etc entries a Python program needs to resolve names, verify TLS, tell the time and find its
 # libraries; pip's site config too (for environment builds). Missing ones are skipped.
@@ -95,8 +99,8 @@ class SandboxSpec:
     """One process start inside a sandbox: what is mounted where, and what runs.
 
     ``folders`` maps the run's writable folders (``model``, ``report``, ``home``,
-    ``tmp``; for an environment build also ``env``) to their host paths;
-    ``argv`` and ``cwd`` are as seen inside."""
+    ``tmp``; for an environment build also ``env``) to their host paths; ``argv`` and ``cwd``
+    are as seen inside. ``worker`` shows the warm worker's program."""
 
     folders: dict[str, Path]
     argv: tuple[str, ...]
@@ -106,6 +110,7 @@ class SandboxSpec:
     extra: tuple[Mount, ...] = ()  # anything else read-only (pip's local package folders)
     network: bool = True
     account_files: Optional[tuple[Path, Path]] = None  # passwd, group
+    worker: bool = False
 
     def mounts(self) -> list[Mount]:
         """Every bind, in the order bwrap must make them (parents before children)."""
@@ -118,6 +123,8 @@ class SandboxSpec:
         if self.account_files is not None:
             out += [Mount(self.account_files[0], "/etc/passwd"), Mount(self.account_files[1], "/etc/group")]
         out.append(Mount(HOOK_DIR, view.hook))
+        if self.worker:
+            out.append(Mount(WORKER_DIR, posixpath.dirname(WORKER)))
         if self.env_dir is not None:
             out.append(Mount(self.env_dir, view.env))
         for name, path in self.folders.items():

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from ..session import Session
     from ..workflow.feedback import Feedback
 
-VERBS = ("projects", "models", "versions", "status", "logs", "stop", "backtests", "result", "cancel")
+VERBS = ("projects", "models", "versions", "status", "logs", "stop", "backtests", "result", "sweeps", "sweep",
+         "cancel")
 
 
 class Face(Protocol):

@@ -15,7 +15,8 @@ One module per flow: ``build`` (the export/bundle pipeline), ``target`` and ``me
 (which model a run goes to; the side file that keeps any face from making a second
 model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``,
 ``fetch`` and ``listings`` (results), ``logs``, ``backtest_args`` (the one parser of
-backtest periods and balances) and ``run`` (the end-to-end flow). Importing this
+backtest periods and balances), ``params`` (parameter overrides and sweep grids),
+``sweeps`` (following a sweep, its table, cancelling it) and ``run`` (the end-to-end flow). Importing this
 package is cheap: the client, requests and the pipeline load when first used.
 """
 from __future__ import annotations
@@ -28,16 +29,19 @@ from .listings import backtests, models, projects, statuses, versions
 from .logs import LogCursor, LogSource, backtest_log, follow, model_log, read_all
 from .lookup import RunError, choose_plan, find_model_id, resolve_model, resolve_project
 from .memory import Memory, server_key
+from .params import ParameterError, overrides
 from .run import RunRequest, run
+from .sweeps import Sweep, cancel_sweep, fetch_sweep, list_sweeps, wait_for_sweep
 from .target import Target, choose_target
 from .upload import upload
 from .waiting import cancel_backtest, wait_for_backtest
 
 __all__ = [
     "BacktestArgsError", "BuildFailed", "Cancel", "Feedback", "Interrupted", "LogCursor", "LogSource", "Memory",
-    "ModelSource", "RunError", "RunRequest", "Target", "backtest_args", "backtest_log", "backtests",
-    "build_model", "cancel_backtest", "choose_plan", "choose_target", "deployment_result", "fetch_backtest",
-    "find_model_id", "follow", "from_options", "model_log", "models", "parse_balances", "projects",
-    "python_version", "read_all", "read_notebook", "resolve_model", "resolve_project", "run", "save_zip",
-    "server_key", "statuses", "stop_model", "upload", "versions", "wait_for_backtest",
+    "ModelSource", "ParameterError", "RunError", "RunRequest", "Sweep", "Target", "backtest_args", "backtest_log",
+    "backtests", "build_model", "cancel_backtest", "cancel_sweep", "choose_plan", "choose_target",
+    "deployment_result", "fetch_backtest", "fetch_sweep", "find_model_id", "follow", "from_options", "list_sweeps",
+    "model_log", "models", "overrides", "parse_balances", "projects", "python_version", "read_all",
+    "read_notebook", "resolve_model", "resolve_project", "run", "save_zip", "server_key", "statuses", "stop_model",
+    "upload", "versions", "wait_for_backtest", "wait_for_sweep",
 ]

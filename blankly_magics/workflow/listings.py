@@ -38,6 +38,12 @@ def statuses(session: "Session") -> Listing:
 
 def backtests(session: "Session", model: str, project: Optional[str] = None) -> Listing:
     model_id = find_model_id(session, model, project)
-    cols = [("backtestId", "backtest"), ("status", "status"), ("versionId", "version"),
-            ("description", "description"), ("createdAt", "created"), ("endedAt", "ended")]
-    return Listing(f"Backtests of model {model_id}", cols, session.client.backtests(model_id))
+    cols = [("backtestId", "backtest"), ("status", "status"), ("versionId", "version"), ("shown", "parameters"),
+            ("sweepId", "sweep"), ("description", "description"), ("createdAt", "created"), ("endedAt", "ended")]
+    rows = [dict(b, shown=parameters_text(b.get("parameters"))) for b in session.client.backtests(model_id)]
+    return Listing(f"Backtests of model {model_id}", cols, rows)
+
+
+def parameters_text(parameters: Optional[dict]) -> str:
+    """``low=25, high=75``: a run's overrides of the parameters cell, as listings show them."""
+    return ", ".join(f"{name}={value!r}" for name, value in (parameters or {}).items())

@@ -122,6 +122,7 @@ class BacktestResult(Shown):
     project_id: Optional[str] = None
     description: str = ""
     args: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)  # its overrides of the notebook's parameters cell
     error: Optional[str] = None
     exit_code: Optional[int] = None
     created_at: Any = None
@@ -158,6 +159,7 @@ class BacktestResult(Shown):
             project_id=payload.get("projectId"),
             description=payload.get("description") or "",
             args=payload.get("args") or {},
+            parameters=payload.get("parameters") or {},
             error=payload.get("error"),
             exit_code=payload.get("exitCode"),
             created_at=payload.get("createdAt"),
@@ -235,8 +237,13 @@ class BacktestResult(Shown):
             return ""
         return f"{format_time(self.start_time)} to {format_time(self.stop_time)}"
 
+    def parameters_line(self) -> str:
+        """``Parameters: low=25, high=75`` when the run overrode the parameters cell, else ""."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.parameters.items())
+        return f"Parameters: {shown}" if shown else ""
+
     def to_text(self) -> str:
-        lines = [self.headline()]
+        lines = [self.headline()] + [line for line in (self.parameters_line(),) if line]
         if self.metrics:
             lines.append("Metrics:")
             lines.append(_kv_text(list(self.metrics.items())))
@@ -255,6 +262,8 @@ class BacktestResult(Shown):
         chart = self.show_chart if chart is None else chart
         colour = {"completed": "#1a7f37", "failed": "#cf222e", "cancelled": "#9a6700"}.get(self.status, "#57606a")
         parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{esc(self.headline())}</b></p>"]
+        if self.parameters:
+            parts.append(f"<p>{esc(self.parameters_line())}</p>")
         if self.metrics:
             parts.append(_kv_table_html(list(self.metrics.items()), caption="Metrics"))
         if self.done and self.ok:

@@ -28,6 +28,9 @@ ROWS = (
     "multipart: quickstart zip",
     "multipart: 1 MB zip",
     "backtest e2e: quickstart",
+    "sweep: 2 points x 4,000 bars, cell vs the kernel loop",
+    "sweep: 2 points x 420 bars, cell vs the kernel loop",
+    "sweep: 2 points x 420 bars, cell vs 2 python bot.py",
 )
 
 

@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .harness import Row, child_env, interleaved, median, spread, stop_process
+from .harness import Row, ShellWorker, child_env, interleaved, median, spread
 from .synthetic import SYNTHETIC_SYMBOL, synthetic_period, write_synthetic_prices
 
 NAME = "sweep"
@@ -68,30 +68,7 @@ else:
 """
 
 WORKER = r"""
-import contextlib, io, json, os, sys, time
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
-
-config = Config()
-config.HistoryAccessor.enabled = False
-shell = InteractiveShell.instance(config=config)
 shell.display_formatter.active_types = ["text/plain", "text/html"]  # as a notebook renders a result
-reply = sys.stdout
-
-def run(source):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        started = time.time()
-        result = shell.run_cell(source, store_history=True)
-        ended = time.time()
-    if not result.success:
-        error = result.error_in_exec or result.error_before_exec
-        raise SystemExit(f"the cell failed: {error!r}\n{out.getvalue()[-3000:]}")
-    return started, ended, out.getvalue()
-
-def answer(**data):
-    reply.write(json.dumps(data) + "\n")
-    reply.flush()
 
 def points(result):
     from blankly_magics import session
@@ -123,7 +100,8 @@ for line in sys.stdin:
     elif command == "sweep":
         started, ended, shown = run(folder["sweep"])
         result = shell.user_ns["_"]
-        if result.status != "completed" or "blankly-sweep-table" not in shell.display_formatter.format(result)[0].get("text/html", ""):
+        html = shell.display_formatter.format(result)[0].get("text/html", "")
+        if result.status != "completed" or "blankly-sweep-table" not in html:
             raise SystemExit(f"the sweep did not complete: {result!r}\n{shown[-3000:]}")
         answer(seconds=ended - started, started=started, ended=ended, points=points(result),
                metrics=[row["metrics"] for row in result.rows], ids=result.backtests)
@@ -166,42 +144,18 @@ def prepare(folder: Path, bars: int, lows: list[int], highs: list[int]) -> dict[
             "notebook": str(notebook), "entry": ENTRY.format(start=start, end=end)}
 
 
-class Worker:
+class Worker(ShellWorker):
     """The IPython worker; ``step(command, bars)`` runs one cell and returns its figures."""
 
     def __init__(self, tmp: Path, folders: dict[str, dict]) -> None:
         (tmp / "home").mkdir()
         self.home = tmp / "magics-home"
-        self.env = child_env(HOME=str(tmp / "home"), BLANKLY_MAGICS_HOME=str(self.home), IPYTHONDIR=str(tmp / "ipy"))
-        self.log = open(tmp / "worker.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(folders)], env=self.env, cwd=tmp,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     start_new_session=True)
-        self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            self.proc.wait(30)
-            self.log.seek(0)
-            raise RuntimeError(f"the IPython worker stopped ({self.proc.returncode}): {self.log.read()[-3000:]}")
-        return json.loads(line)
+        env = child_env(HOME=str(tmp / "home"), BLANKLY_MAGICS_HOME=str(self.home), IPYTHONDIR=str(tmp / "ipy"))
+        super().__init__(WORKER, [json.dumps(folders)], env, tmp, tmp / "worker.log")
+        self.read()
 
     def step(self, command: str, bars: int) -> dict:
-        self.proc.stdin.write(f"{command} {bars}\n")  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-        return self._read()
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()  # type: ignore[union-attr]
-            self.proc.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        stop_process(self.proc)
-        self.log.close()
-        subprocess.run([sys.executable, "-c", "from blankly_magics.embedded import stop_local_server; "
-                        "stop_local_server()"], env=self.env, timeout=60, check=False)
+        return self.ask(f"{command} {bars}")
 
 
 def bot_py_runs(folder: Path, zip_path: Path, env: dict[str, str], lows: list[int], highs: list[int]) -> float:

@@ -22,34 +22,13 @@ with open(os.path.join(os.environ["BLANKLY_MAGICS_REPORT_DIR"], "backtest_result
 """
 
 
-class SweepRecorder(Recorder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sweeps: dict[str, list[dict]] = {}
-
-    def on_sweep(self, sweep_id: str, fields: dict) -> None:
-        with self._cond:
-            self.sweeps.setdefault(sweep_id, []).append(dict(fields))
-            self._cond.notify_all()
-
-    def sweep(self, sweep_id: str) -> dict:
-        merged: dict = {}
-        for fields in self.sweeps.get(sweep_id, []):
-            merged.update(fields)
-        return merged
-
-    def wait_sweep(self, sweep_id: str, timeout: float = 120.0) -> dict:
-        self.wait(lambda: self.sweep(sweep_id).get("status") in ("completed", "failed", "cancelled"), timeout)
-        return self.sweep(sweep_id)
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
 
 
 @pytest.fixture
-def recorder() -> SweepRecorder:
-    return SweepRecorder()
-
-
-@pytest.fixture
-def runner(tmp_path: Path, recorder: SweepRecorder):
+def runner(tmp_path: Path, recorder: Recorder):
     r = Runner(tmp_path / "data", recorder.on_backtest, recorder.on_live, max_workers=2, grace=2.0,
                on_sweep=recorder.on_sweep)
     r.start()

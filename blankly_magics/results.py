@@ -243,7 +243,9 @@ class BacktestResult(Shown):
         return f"Parameters: {shown}" if shown else ""
 
     def to_text(self) -> str:
-        lines = [self.headline()] + [line for line in (self.parameters_line(),) if line]
+        lines = [self.headline()]
+        if self.parameters:
+            lines.append(self.parameters_line())
         if self.metrics:
             lines.append("Metrics:")
             lines.append(_kv_text(list(self.metrics.items())))

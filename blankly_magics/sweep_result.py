@@ -205,7 +205,7 @@ class SweepResult(Shown):
 
     def headline(self) -> str:
         counts = self.counts()
-        parts = [f"{counts.get(state, 0)} {state}" for state in ("completed", "failed", "cancelled") if counts.get(state)]
+        parts = [f"{counts[state]} {state}" for state in ("completed", "failed", "cancelled") if counts.get(state)]
         waiting = len(self.rows) - sum(counts.get(state, 0) for state in TERMINAL_STATES)
         if waiting:
             parts.append(f"{waiting} not finished")

@@ -41,7 +41,8 @@ CONSTRAINT_EXAMPLE = '"Max Drawdown (%) < 25"'
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,
 }
-_CONSTRAINT = re.compile(r"^\s*(?P<metric>.+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_CONSTRAINT = re.compile(rf"^\s*(?P<metric>.+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>{_NUMBER})\s*$")
 
 
 class SweepSpecError(BlanklyError, ValueError):

@@ -100,8 +100,8 @@ class SweepQueries(Database):
             return out
         marks = ", ".join("?" for _ in sweep_ids)
         for r in self._all(
-            f"SELECT sp.sweep_id, b.status, COUNT(*) AS n FROM sweep_points sp JOIN backtests b ON b.id = sp.backtest_id"
-            f" WHERE sp.sweep_id IN ({marks}) GROUP BY sp.sweep_id, b.status",
+            "SELECT sp.sweep_id, b.status, COUNT(*) AS n FROM sweep_points sp JOIN backtests b"
+            f" ON b.id = sp.backtest_id WHERE sp.sweep_id IN ({marks}) GROUP BY sp.sweep_id, b.status",
             tuple(sweep_ids),
         ):
             out[r["sweep_id"]][r["status"]] = r["n"]

@@ -132,7 +132,8 @@ def write_synthetic_prices(path: Path, bars: int, seed: int = 7) -> Path:
         price = opened * math.exp(rng.gauss(0.0003, 0.02))
         high = max(opened, price) * (1 + abs(rng.gauss(0, 0.004)))
         low = min(opened, price) * (1 - abs(rng.gauss(0, 0.004)))
-        rows.append(f"{FIRST_BAR + i * 86400},{opened:.4f},{high:.4f},{low:.4f},{price:.4f},{rng.randint(10**5, 10**6)}")
+        volume = rng.randint(10**5, 10**6)
+        rows.append(f"{FIRST_BAR + i * 86400},{opened:.4f},{high:.4f},{low:.4f},{price:.4f},{volume}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n")
     return path

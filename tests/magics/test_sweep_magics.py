@@ -137,3 +137,39 @@ def test_cancel_takes_a_sweep_id(cells, alice, swept_notebook):
     out = cells.run(f"%blankly cancel {started.sweep_id}")
     assert out.startswith(f"Sweep {started.sweep_id}: cancelled (") and "3 cancelled" in out
     assert cells.fails("%blankly cancel nosuch").startswith("no backtest or sweep 'nosuch' on ")
+
+
+def test_interrupting_a_sweep_leaves_it_running_and_cancellable(cells, alice, tmp_path):
+    import _thread
+    import threading
+    import time
+
+    from blankly_magics import session as sessions
+
+    slow = write_notebook(tmp_path / "slow.ipynb", ["#| blankly: parameters\ndelay = 0\n", "#| blankly\nimport time\n"])
+    client = sessions.current().client
+    interrupted = threading.Event()
+
+    def interrupt_when_running() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for sweep in client.sweeps():
+                if sweep["counts"].get("running"):
+                    interrupted.set()
+                    _thread.interrupt_main()
+                    return
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=interrupt_when_running, daemon=True)
+    watcher.start()
+    out = cells.run(f"%%blankly_deploy --backtest --notebook {slow} --sweep delay=300,301,302\ntime.sleep(delay)")
+    watcher.join(10)
+    assert interrupted.is_set()
+    stopped = cells.last
+    sweep_id = stopped.sweep_id
+    assert (f"Stopped waiting. Sweep {sweep_id} keeps running on the server (0 of 3 points finished): see it with "
+            f"%blankly sweep {sweep_id}, or stop the rest with %blankly cancel {sweep_id}") in out
+    assert not stopped.done and [r["parameters"]["delay"] for r in stopped.rows] == [300, 301, 302]
+    assert client.sweep_status(sweep_id)["status"] == "running"
+    out = cells.run(f"%blankly cancel {sweep_id}")
+    assert out == f"Sweep {sweep_id}: cancelled (3 cancelled)\n"

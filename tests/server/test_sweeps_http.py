@@ -53,6 +53,12 @@ def _upload(server: ServerHandle, zip_path: Path, route: str, user: str = "alice
                               data=form)
 
 
+def _stored(server: ServerHandle) -> Any:
+    """What the data dir holds, once alice exists (her first sign-in makes her user and project)."""
+    server.id_token("alice")
+    return snapshot(server.data_dir)
+
+
 def _echo_zip(tmp_path: Path, parameters: Any = PARAMETERS) -> Path:
     manifest = {"parameters": parameters} if parameters is not None else {}
     return write_model_zip(tmp_path / "echo.zip", manifest=manifest, files={"bot.py": ECHO})
@@ -91,7 +97,7 @@ def test_a_backtests_parameters_reach_the_run_and_come_back_with_it(server, tmp_
 
 
 def test_parameters_naming_what_the_parameters_cell_does_not_assign_store_nothing(server, tmp_path):
-    before = snapshot(server.data_dir)
+    before = _stored(server)
     _refused(_upload(server, _echo_zip(tmp_path), "/model/backtest", parameters={"lowx": 1}), 400,
              "parameters: the parameters cell does not assign 'lowx' (it assigns low, high)")
     _refused(_upload(server, _echo_zip(tmp_path, None), "/model/backtest", parameters={"low": 1}), 400,
@@ -116,7 +122,7 @@ def test_parameters_naming_what_the_parameters_cell_does_not_assign_store_nothin
     ({}, "missing required field 'grid'"),
 ])
 def test_a_bad_sweep_is_refused_in_one_line_and_stores_nothing(server, tmp_path, fields, message):
-    before = snapshot(server.data_dir)
+    before = _stored(server)
     error = _refused(_upload(server, _echo_zip(tmp_path), "/sweep/create", name="bad", **fields), 400, message)
     assert "\n" not in error
     assert snapshot(server.data_dir).diff(before) == {}
@@ -124,7 +130,7 @@ def test_a_bad_sweep_is_refused_in_one_line_and_stores_nothing(server, tmp_path,
 
 def test_a_sweep_of_a_stored_version_is_checked_against_its_parameters_cell(server, tmp_path):
     stored = _ok(_upload(server, _echo_zip(tmp_path, None), "/model/upload", name="plain"))
-    before = snapshot(server.data_dir)
+    before = _stored(server)
     _refused(server.request("POST", "/sweep/create", json={"modelId": stored["modelId"], "grid": {"low": [1]}}),
              400, "grid: this version has no parameters cell")
     assert snapshot(server.data_dir).diff(before) == {}

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from starlette.requests import Request
 
 from ..sweepspec import METRICS, Objective, best_point, parse_constraints
@@ -114,7 +115,7 @@ async def sweep_cancel(request: Request, user: User) -> dict[str, Any]:
     server = server_of(request)
     fields = await read_fields(request)
     sweep = owned_sweep(server, user, fields)
-    if not sweep.finished and not server.runner.cancel_sweep(sweep.id):
+    if not sweep.finished and not await anyio.to_thread.run_sync(server.runner.cancel_sweep, sweep.id):
         # No runner holds it (the server restarted since): nothing can finish it now.
         now = time.time()
         for point in server.store.sweep_points(sweep.id, metrics=False):

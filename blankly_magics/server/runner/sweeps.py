@@ -50,6 +50,7 @@ class _Sweep:
     logs: dict[str, LogSink] = field(default_factory=dict)
     finished: int = 0  # points ended (the long-poll of /sweep/status waits for this to change)
     completed: int = 0  # points that completed
+    running: bool = False  # the worker took it from the queue
     done: bool = False
 
 
@@ -106,13 +107,17 @@ class Sweeps:
         self._queue.put(job.sweep_id)
 
     def cancel(self, sweep_id: str) -> bool:
-        """Stop the sweep: running points end cancelled, the rest never start. False if unknown or over."""
+        """Stop the sweep: running points end cancelled, the rest never start (a sweep still waiting
+        for its turn ends at once). False if unknown or over."""
         with self._lock:
             sweep = self._sweeps.get(sweep_id)
-        if sweep is None or sweep.done:
-            return False
-        sweep.stop_reason = CANCELLED
-        sweep.stop.set()
+            if sweep is None or sweep.done:
+                return False
+            sweep.stop_reason = CANCELLED
+            sweep.stop.set()
+            waiting = not sweep.running
+        if waiting:
+            self._close(sweep, ended=lambda job: self._never_ran(sweep))
         return True
 
     def cancel_point(self, backtest_id: str) -> Optional[str]:
@@ -142,7 +147,12 @@ class Sweeps:
                 return
             with self._lock:
                 sweep = self._sweeps.get(sweep_id)
-            if sweep is None or sweep.done:
+                if sweep is not None and not sweep.done:
+                    sweep.running = True
+            if sweep is None:
+                continue
+            if not sweep.running:  # cancelled while it waited: closed then, forgotten now
+                self._forget(sweep)
                 continue
             try:
                 self._run(sweep)
@@ -215,12 +225,12 @@ class Sweeps:
 
     def _close(self, sweep: _Sweep, ended: Callable[[BacktestJob], dict[str, Any]]) -> None:
         """The sweep is over: points that never reported an end get ``ended(job)``, then the sweep its state."""
-        if sweep.done:
-            return
-        sweep.done = True
-        now = time.time()
         with self._lock:
+            if sweep.done:
+                return
+            sweep.done = True
             left = [job for job in sweep.job.points if job.backtest_id in self._points]
+        now = time.time()
         for job in left:
             self.report_backtest(job.backtest_id, {**ended(job), "ended_at": now})
         with self._lock:

@@ -106,3 +106,14 @@ def test_stopping_the_server_fails_what_runs_and_what_waits(tmp_path, recorder):
     assert recorder.backtest("s5-p1")["error"] == "the server stopped before this backtest ran"
     assert recorder.backtest("s6-p0")["error"] == "the server stopped before this backtest ran"
     assert run_processes(tmp_path) == []
+
+
+def test_a_sweep_cancelled_while_it_waits_for_its_turn_ends_at_once(runner, recorder, tmp_path):
+    runner.submit_sweep(sweep_job(tmp_path, "s7", [{"x": 1, "delay": 60}]))
+    runner.submit_sweep(sweep_job(tmp_path, "s8", [{"x": 2}, {"x": 3}]))
+    recorder.wait(lambda: recorder.backtest("s7-p0").get("status") == "running")
+    assert runner.cancel_sweep("s8")
+    assert recorder.sweep("s8")["status"] == "cancelled"  # said before cancel_sweep returned
+    assert [recorder.backtest(f"s8-p{i}")["status"] for i in range(2)] == ["cancelled", "cancelled"]
+    assert runner.cancel_sweep("s7")
+    assert recorder.wait_sweep("s7")["status"] == "cancelled"

@@ -305,7 +305,8 @@ class Store(SweepQueries, Database):
     ) -> Backtest:
         backtest = Backtest(
             new_id(), model_id, version_id, project_id, "queued", json_safe(args), description,
-            plan, time.time(), None, None, None, None, None, json_safe(parameters or {}), sweep_id,
+            plan, time.time(), None, None, None, None, None,
+            parameters=json_safe(parameters or {}), sweep_id=sweep_id,
         )
         self._write(
             "INSERT INTO backtests (id, model_id, version_id, project_id, status, args,"

@@ -168,6 +168,7 @@ class DeploymentClient:
         json_body: Optional[Any] = None,
         upload: Optional[Upload] = None,
         auth: bool = True,
+        read_timeout: Optional[float] = None,
     ) -> Any:
         replayed = False
         while True:
@@ -176,7 +177,7 @@ class DeploymentClient:
             if auth:
                 headers, generation = self._token_header()
             response = self._send(method, route, headers, params=params, data=data, json_body=json_body,
-                                  upload=upload)
+                                  upload=upload, read_timeout=read_timeout)
             if response.status_code == 401 and auth and not replayed and self._refresh is not None:
                 replayed = True
                 response.close()
@@ -187,12 +188,13 @@ class DeploymentClient:
     def _send(
         self, method: str, route: str, headers: dict[str, str], *, params: Optional[Mapping[str, Any]],
         data: Optional[Mapping[str, Any]], json_body: Optional[Any], upload: Optional[Upload],
+        read_timeout: Optional[float] = None,
     ) -> Any:
         import requests
 
         handle = None
         body: Any = form_fields(data) if data is not None else None
-        read_timeout = self.timeout
+        read_timeout = read_timeout or self.timeout
         if upload is not None:
             body, handle = upload.open(route)
             headers["Content-Type"] = body.content_type
@@ -331,26 +333,80 @@ class DeploymentClient:
         self, zip_path: PathLike, *, plan: str, backtest_args: Mapping[str, Any], name: Optional[str] = None,
         model_id: Optional[str] = None, project_id: Optional[str] = None, description: str = "",
         python_version: Optional[str] = None, model_type: str = "strategy", progress: Optional[Progress] = None,
+        parameters: Optional[Mapping[str, Any]] = None,
     ) -> dict:
-        """Upload a new version and queue a backtest of it; ``backtestArgs`` travels as a JSON string."""
+        """Upload a new version and queue a backtest of it; ``backtestArgs`` (and ``parameters``, the
+        overrides of the parameters cell) travel as JSON strings."""
         return self._send_zip(
             "/model/backtest", zip_path, progress, name=name, model_id=model_id, project_id=project_id,
             python_version=python_version, model_type=model_type, plan=plan,
             backtestArgs=json.dumps(dict(backtest_args)), backtestDescription=description,
+            parameters=json.dumps(dict(parameters)) if parameters else None,
         )
 
     def backtest_uploaded(
         self, model_id: str, version_id: str, backtest_args: Mapping[str, Any], description: str = "",
         project_id: Optional[str] = None, plan: Optional[str] = None,
+        parameters: Optional[Mapping[str, Any]] = None,
     ) -> dict:
-        """Backtest a version already on the server (JSON route: ``backtestArgs`` is an object)."""
+        """Backtest a version already on the server (JSON route: ``backtestArgs`` and ``parameters`` are objects)."""
         body = {
             "projectId": self._project(project_id), "modelId": model_id, "versionId": version_id,
             "backtestArgs": dict(backtest_args), "backtestDescription": description,
         }
         if plan is not None:
             body["plan"] = plan
+        if parameters:
+            body["parameters"] = dict(parameters)
         return self._call("POST", "/model/backtestUploadedModel", json_body=body)
+
+    # ---- sweeps: one backtest per point of a grid of parameter values ---------------------
+
+    def create_sweep(
+        self, zip_path: PathLike, *, plan: str, grid: Mapping[str, Any], objective: Mapping[str, str],
+        constraints: Any = (), parameters: Optional[Mapping[str, Any]] = None,
+        backtest_args: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
+        model_id: Optional[str] = None, project_id: Optional[str] = None, description: str = "",
+        python_version: Optional[str] = None, model_type: str = "strategy", progress: Optional[Progress] = None,
+    ) -> dict:
+        """Upload a new version and sweep it (POST /sweep/create, multipart): ``{"sweepId", "points",
+        "backtestIds", "modelId", "versionId", ...}``."""
+        return self._send_zip(
+            "/sweep/create", zip_path, progress, name=name, model_id=model_id, project_id=project_id,
+            python_version=python_version, model_type=model_type, plan=plan, **_sweep_form(
+                grid, objective, constraints, parameters, backtest_args, description),
+        )
+
+    def sweep_uploaded(
+        self, model_id: str, version_id: Optional[str], *, grid: Mapping[str, Any], objective: Mapping[str, str],
+        constraints: Any = (), parameters: Optional[Mapping[str, Any]] = None,
+        backtest_args: Optional[Mapping[str, Any]] = None, description: str = "", plan: Optional[str] = None,
+    ) -> dict:
+        """Sweep a version already on the server (POST /sweep/create, JSON; ``version_id`` None: the latest)."""
+        body: dict[str, Any] = {"modelId": model_id, "grid": dict(grid), "objective": dict(objective),
+                                "constraints": list(constraints), "description": description}
+        for key, value in (("versionId", version_id), ("plan", plan), ("parameters", parameters),
+                           ("backtestArgs", backtest_args)):
+            if value is not None:
+                body[key] = dict(value) if isinstance(value, Mapping) else value
+        return self._call("POST", "/sweep/create", json_body=body)
+
+    def sweep_status(self, sweep_id: str, *, wait: float = 0.0, seen: Optional[int] = None) -> dict:
+        """A sweep's state; with ``wait`` (seconds) and ``seen`` (the last answer's ``finished``), the
+        server answers as soon as another point ends. The read timeout allows for the wait."""
+        params: dict[str, Any] = {"sweepId": sweep_id}
+        if wait and seen is not None:
+            params.update(wait=f"{wait:g}", seen=seen)
+        return self._call("GET", "/sweep/status", params=params, read_timeout=self.timeout + wait)
+
+    def sweep_table(self, sweep_id: str) -> dict:
+        return self._call("GET", "/sweep/table", params={"sweepId": sweep_id})
+
+    def sweeps(self, model_id: Optional[str] = None) -> list:
+        return self._call("GET", "/sweep/list", params={"modelId": model_id} if model_id else None)
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._call("POST", "/sweep/cancel", data={"sweepId": sweep_id})
 
     def run(
         self, model_id: str, version_id: Optional[str] = None, plan: Optional[str] = None,
@@ -412,6 +468,18 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, Mapping):
         return [s for v in value.values() for s in _strings(v)]
     return [value] if isinstance(value, str) else []
+
+
+def _sweep_form(grid: Mapping[str, Any], objective: Mapping[str, str], constraints: Any,
+                parameters: Optional[Mapping[str, Any]], backtest_args: Optional[Mapping[str, Any]],
+                description: str) -> dict[str, Any]:
+    """A sweep's fields as an upload's form carries them (JSON as text)."""
+    return {
+        "grid": json.dumps(dict(grid)), "objective": json.dumps(dict(objective)),
+        "constraints": json.dumps(list(constraints)), "description": description,
+        "parameters": json.dumps(dict(parameters)) if parameters else None,
+        "backtestArgs": json.dumps(dict(backtest_args)) if backtest_args is not None else None,
+    }
 
 
 def _fill_ids(model: Any, project_id: str) -> Any:

@@ -22,6 +22,12 @@ class Hints:
     def result(self, backtest_id: str) -> str:
         return self.command("result", backtest_id)
 
+    def sweep(self, sweep_id: str) -> str:
+        return self.command("sweep", sweep_id)
+
+    def cancel(self, run_id: str) -> str:
+        return self.command("cancel", run_id)
+
     def follow_backtest(self, backtest_id: str) -> str:
         return self.command("logs", "--backtest", backtest_id, "--follow")
 

@@ -1,12 +1,12 @@
-"""Upload progress and a live status line, for the faces that print (the magics and the CLI).
+"""Upload progress, a sweep's points and a live status line, for the faces that print (the magics and the CLI).
 
-The upload bar is ``tqdm.auto``: a widget below a notebook cell, a text bar in a
+The upload bar and the points bar are ``tqdm.auto``: a widget below a notebook cell, a text bar in a
 terminal. The status line updates in place under a kernel (a display handle) and
 prints a line each time its state word changes anywhere else.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 
 class UploadBar:
@@ -26,6 +26,33 @@ class UploadBar:
             self.bar.total = total
         self.bar.update(max(sent - self.sent, 0))
         self.sent = sent
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class PointsBar:
+    """The workflow's ``points(finished, total, detail)``: a tqdm bar of a sweep's points, opened at the
+    first call, with the failures and the best point so far beside it. The sweep's upload is over by
+    then: its bar (``upload``) is closed first, so the two never interleave in a terminal."""
+
+    def __init__(self, label: str = "sweep", upload: Optional[UploadBar] = None) -> None:
+        self.label = label
+        self.upload = upload
+        self.bar: Any = None
+
+    def __call__(self, finished: int, total: int, detail: str) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            if self.upload is not None:
+                self.upload.close()
+
+            self.bar = tqdm(total=total, unit="point", desc=self.label, leave=True)
+        self.bar.update(max(finished - self.bar.n, 0))
+        self.bar.set_postfix_str(detail, refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:

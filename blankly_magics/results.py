@@ -126,6 +126,7 @@ class BacktestResult(Reported, Shown):
     project_id: Optional[str] = None
     description: str = ""
     args: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)  # its overrides of the notebook's parameters cell
     error: Optional[str] = None
     exit_code: Optional[int] = None
     created_at: Any = None
@@ -260,8 +261,15 @@ class BacktestResult(Reported, Shown):
             return ""
         return f"{format_time(self.start_time)} to {format_time(self.stop_time)}"
 
+    def parameters_line(self) -> str:
+        """``Parameters: low=25, high=75`` when the run overrode the parameters cell, else ""."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.parameters.items())
+        return f"Parameters: {shown}" if shown else ""
+
     def to_text(self) -> str:
         lines = [self.headline()]
+        if self.parameters:
+            lines.append(self.parameters_line())
         if self.has_report:
             from .report.document import metrics_text, period_text, trades_text
 
@@ -285,6 +293,8 @@ class BacktestResult(Reported, Shown):
         chart = self.show_chart if chart is None else chart
         colour = {"completed": "#1a7f37", "failed": "#cf222e", "cancelled": "#9a6700"}.get(self.status, "#57606a")
         parts = [f"<div class='blankly-backtest'><p><b style='color:{colour}'>{esc(self.headline())}</b></p>"]
+        if self.parameters:
+            parts.append(f"<p>{esc(self.parameters_line())}</p>")
         if self.has_report:
             from .report.document import cell_html
 

@@ -34,6 +34,9 @@ ROWS = (
     "warm: sweep point overhead",
     "warm: sweep of 4 RSI points, 420 daily bars",
     "warm: sweep of 4 RSI points, 4,000 daily bars",
+    "sweep: 2 points x 4,000 bars, cell vs the kernel loop",
+    "sweep: 2 points x 420 bars, cell vs the kernel loop",
+    "sweep: 2 points x 420 bars, cell vs 2 python bot.py",
 )
 
 

@@ -238,7 +238,7 @@ def _wait_running(server: ServerHandle, model_id: str, backtest_id: str) -> tupl
 
 def cross_user_attempts(bob: dict[str, str]) -> list[tuple[str, str, str, dict[str, Any], str]]:
     """(method, path, how the body travels, fields, which of bob's ids is in them) for every id-taking route."""
-    m, v, b, p = bob["model"], bob["version"], bob["backtest"], bob["project"]
+    m, v, b, p, s = bob["model"], bob["version"], bob["backtest"], bob["project"], bob["sweep"]
     return [
         ("POST", "/model/details", "data", {"modelId": m}, m),
         ("POST", "/model/details", "data", {"modelId": m, "projectId": p}, m),
@@ -267,6 +267,12 @@ def cross_user_attempts(bob: dict[str, str]) -> list[tuple[str, str, str, dict[s
         ("GET", "/backtest/result", "params", {"backtestId": b}, b),
         ("GET", "/backtest/logs", "params", {"backtestId": b}, b),
         ("POST", "/backtest/cancel", "data", {"backtestId": b}, b),
+        ("GET", "/sweep/status", "params", {"sweepId": s}, s),
+        ("GET", "/sweep/table", "params", {"sweepId": s}, s),
+        ("POST", "/sweep/cancel", "data", {"sweepId": s}, s),
+        ("GET", "/sweep/list", "params", {"modelId": m}, m),
+        ("POST", "/sweep/create", "json", {"modelId": m, "grid": {"delay": [1]}}, m),
+        ("POST", "/sweep/create", "zip", {"modelId": m, "grid": '{"delay": [1]}'}, m),
     ]
 
 
@@ -279,8 +285,11 @@ def test_another_users_running_objects_answer_exactly_like_missing_ones_and_keep
     live = upload(server, "/model/deploy", ticker, user="bob", plan="nano").json()
     bt = upload(server, "/model/backtest", sleeper, user="bob", modelId=live["modelId"]).json()
     project = server.request("POST", "/project/create", user="bob", data={"name": "Bob's"}).json()["id"]
+    swept = write_model_zip(tmp_path / "swept.zip", manifest={"parameters": {"delay": 0}}, files={"bot.py": SLEEPER})
+    sweep = upload(server, "/sweep/create", swept, user="bob", modelId=live["modelId"], grid='{"delay": [1, 2]}').json()
     alices = upload(server, "/model/upload", write_model_zip(tmp_path / "a.zip")).json()["modelId"]
-    bob = {"model": live["modelId"], "version": live["versionId"], "backtest": bt["backtestId"], "project": project}
+    bob = {"model": live["modelId"], "version": live["versionId"], "backtest": bt["backtestId"], "project": project,
+           "sweep": sweep["sweepId"]}
     pid, _ = _wait_running(server, bob["model"], bob["backtest"])
     before = stored_ids(server.data_dir)
 
@@ -312,6 +321,9 @@ def test_another_users_running_objects_answer_exactly_like_missing_ones_and_keep
     assert dep["state"] == "running" and dep["pid"] == pid
     status = server.request("GET", "/backtest/status", user="bob", params={"backtestId": bob["backtest"]}).json()
     assert status["status"] == "running"
-    record("bad input", "another user's project, model, version, backtest and running live model, via every id route",
+    swept = server.request("GET", "/sweep/status", user="bob", params={"sweepId": bob["sweep"]}).json()
+    assert swept["status"] in ("queued", "running") and "cancelled" not in swept["states"]
+    record("bad input", "another user's project, model, version, backtest, sweep and running live model, via every "
+           "id route",
            what="the same 404 body as a missing id; nothing stored; the victim's runs untouched",
            cases=2 * len(attempts), routes=len(covered))

@@ -4,7 +4,8 @@
     blankly-magics login [--url URL]                  sign in (default: the embedded local server)
     blankly-magics backtest NOTEBOOK --start ... ...  backtest on the server, print the metrics
     blankly-magics deploy NOTEBOOK                    run it live
-    blankly-magics status|logs|stop|backtests|result|cancel|projects|models|versions ...
+    blankly-magics backtest NOTEBOOK --sweep low=20,25 --sweep high=65:80:5   a sweep, its table
+    blankly-magics status|logs|stop|backtests|result|sweeps|sweep|cancel|projects|models|versions ...
 
 Every command that talks to a server signs in for its own run: ``--url`` (else
 ``BLANKLY_DEPLOY_URL``, else the embedded local server, started if needed) with a
@@ -96,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _shown(value: Any, args: argparse.Namespace, face: Any) -> int:
     """Print what a verb returned; the exit code it means."""
     from ..results import BacktestResult, DeployResult
+    from ..sweep_result import SweepResult
 
     if args.verb in RUNS and getattr(args, "dry_run", False):
         print("Dry run: nothing was uploaded (write the zip with --save PATH).")
@@ -107,5 +109,7 @@ def _shown(value: Any, args: argparse.Namespace, face: Any) -> int:
     if isinstance(value, BacktestResult) and value.done and not value.ok:
         return EXIT_FAILED
     if isinstance(value, DeployResult) and value.status == "crashed":
+        return EXIT_FAILED
+    if isinstance(value, SweepResult) and value.done and value.status != "completed":
         return EXIT_FAILED
     return 0

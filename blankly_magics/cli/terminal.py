@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 from ..config import ENV_TOKEN, BlanklyConfig
 from ..errors import BlanklyError
 from ..hints import TERMINAL
-from ..progress import StatusLine, UploadBar
+from ..progress import PointsBar, StatusLine, UploadBar
 from ..workflow.feedback import Feedback
 
 
@@ -36,8 +36,9 @@ class TerminalFace:
         self.args = args
         self.config = config
         self.bar = UploadBar(f"{getattr(args, 'verb', '')} upload".strip())
+        self.points = PointsBar(upload=self.bar)
         self.feedback = Feedback(note=_print, status=StatusLine(in_kernel=False), progress=self.bar, write=_write,
-                                 hints=TERMINAL)
+                                 hints=TERMINAL, points=self.points)
         self.prompt: Optional[Callable[[str], str]] = None if sys.stdin.isatty() else _no_prompt
         self._session: Any = None
 
@@ -61,6 +62,7 @@ class TerminalFace:
 
     def close(self) -> None:
         self.bar.close()
+        self.points.close()
         if self._session is not None:
             from .. import session as sessions
 

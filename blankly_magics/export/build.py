@@ -108,6 +108,7 @@ def build_bundle(
     manifest = mf.blankly_json(
         main_script=main_script, python_version=python, model_type=model_type, schedule=schedule,
         backtest_args=backtest_args, model_id=model_id, project_id=project_id, user=b.user_manifest,
+        parameters=script.parameters if script.parameters_cell else None,
     )
     b.generated("blankly.json", mf.to_json_bytes(manifest))
     _check_limits(b)
@@ -128,6 +129,8 @@ def build_bundle(
         python_version=python,
         notebook_name=notebook_name,
         entry_from=script.entry_from,
+        parameters=dict(script.parameters),
+        parameters_cell=script.parameters_cell,
         _contents={rel: b.contents[rel] for rel in ordered},
     )
 

@@ -48,6 +48,8 @@ class Bundle:
     python_version: str
     notebook_name: Optional[str] = None
     entry_from: Optional[str] = None
+    parameters: dict[str, Any] = field(default_factory=dict)  # the parameters cell's defaults
+    parameters_cell: Optional[str] = None  # that cell, as messages name it (None: there is none)
     _contents: dict[str, Content] = field(default_factory=dict, compare=False)
     _sha256: Optional[str] = field(default=None, compare=False)
 
@@ -128,6 +130,9 @@ class Bundle:
         lines.append(f"Files ({len(self.files)}, {size_text(self.total_size)}), main script {self.main_script}:")
         width = max((len(f.path) for f in self.files), default=0)
         lines.extend(f"  {f.path.ljust(width)}  {size_text(f.size):>9}" for f in self.files)
+        if self.parameters_cell:
+            shown = ", ".join(f"{name}={value!r}" for name, value in self.parameters.items()) or "(none)"
+            lines.append(f"Parameters, from {self.parameters_cell}: {shown}")
         lines.append(f"Requirements: {', '.join(self.requirements) if self.requirements else '(none)'}")
         lines.append(f"Python: {self.python_version}")
         for title, items in (("Notes", self.notes), ("Warnings", self.warnings)):

@@ -8,6 +8,9 @@ the methods fill in what the cell asks for::
     #| blankly: skip                     leave it out (also: no, exclude)
     #| blankly: allow-undefined sm m     these names are made at run time (by a
                                          library or setattr): do not refuse them
+    #| blankly: parameters               the cell of the strategy's parameters (papermill's
+                                         cell tag `parameters` says the same): exported, and
+                                         a run's overrides are applied right after it
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ _DIRECTIVE = re.compile(r"^#\|\s*blankly(?![\w])(.*)$")
 
 EXPORT_TAG = "blankly"
 SKIP_TAG = "blankly-skip"
+PARAMETERS_TAG = "parameters"  # papermill's convention
 
 
 @dataclass
@@ -28,6 +32,7 @@ class CellDirectives:
     mark: str = ""  # "export" | "skip" | "" (no opinion)
     why: str = ""  # the directive or tag that decided ``mark``
     allow_undefined: list[str] = field(default_factory=list)  # names made at run time
+    parameters: str = ""  # the directive or tag that makes it the parameters cell ("": it is not)
     problems: list[str] = field(default_factory=list)  # each names the bad line
 
 
@@ -50,6 +55,8 @@ class DirectiveProcessor:
             self.found.mark, self.found.why = "skip", "tag `blankly-skip`"
         elif self.found.mark != "skip" and EXPORT_TAG in tags:
             self.found.mark, self.found.why = "export", "tag `blankly`"
+        if PARAMETERS_TAG in tags and not self.found.parameters:
+            self.found.parameters = "tag `parameters`"
         return self.found
 
     def _dispatch(self, line: str, rest: str) -> None:
@@ -88,6 +95,12 @@ class DirectiveProcessor:
             self.found.mark, self.found.why = "skip", "`#| blankly: skip`"
 
     do_no = do_exclude = do_skip
+
+    def do_parameters(self, line: str, args: list[str]) -> None:
+        if args:
+            self._unknown(line)
+        else:
+            self.found.parameters = "`#| blankly: parameters`"
 
     def do_allow_undefined(self, line: str, args: list[str]) -> None:
         names = [n for arg in args for n in arg.split(",") if n]

@@ -124,8 +124,10 @@ def blankly_json(
     model_id: Optional[str] = None,
     project_id: Optional[str] = None,
     user: Optional[dict[str, Any]] = None,
+    parameters: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """blankly.json: Blankly's keys and defaults, the user's own file (minus secrets), our values."""
+    """blankly.json: Blankly's keys and defaults, the user's own file (minus secrets), our values.
+    ``parameters``: the parameters cell's defaults (the names a run may override), when there is one."""
     data = copy.deepcopy(DEFAULT_DEPLOY_SETTINGS)
     user, _ = strip_secret_keys(user or {})
     for key, value in user.items():
@@ -145,6 +147,9 @@ def blankly_json(
         data["model_id"] = model_id
     if project_id:
         data["project_id"] = project_id
+    data.pop("parameters", None)  # what the script applies, never what an older file said
+    if parameters is not None:
+        data["parameters"] = copy.deepcopy(parameters)
     return data
 
 

@@ -68,3 +68,5 @@ class ExportedScript:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)  # the parameters cell's defaults, in order
+    parameters_cell: Optional[str] = None  # that cell, as messages name it (None: there is none)

@@ -28,6 +28,7 @@ from .ipython import (
     strip_ipython,
 )
 from .lines import START, STRING, line_kinds, split_lines
+from .parameters import Parameters, injected_lines, read_parameters
 from .pip import pip_requirements
 from .result import ExportedScript, Segment
 from .selection import Plan, nothing_taken, plan_cells
@@ -58,6 +59,7 @@ class _Draft:
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     pips: list[tuple[str, str]] = field(default_factory=list)
+    parameters: Optional[Parameters] = None  # the parameters cell, read
 
 
 def export_script(
@@ -83,6 +85,9 @@ def export_script(
     parts = [(_marker(c, nb), c, st) for c, st, _ in plan.taken]
     draft = _Draft(plan, parts, None, notes=list(plan.notes), problems=list(plan.problems))
     draft.entry = _entry(draft, entry)
+    if plan.parameters_cell is not None:
+        draft.parameters = read_parameters(*plan.parameters_cell)
+        draft.problems.extend(draft.parameters.problems)
     _harvest_pips(draft, cells)
     for c, st, _ in plan.taken:
         if st.removed:
@@ -101,6 +106,8 @@ def export_script(
         notes=draft.notes,
         warnings=draft.warnings,
         problems=draft.problems,
+        parameters=dict(draft.parameters.defaults) if draft.parameters else {},
+        parameters_cell=draft.parameters.label if draft.parameters else None,
     )
     if not plan.taken and (draft.entry is None or (plan.dropped and plan.selection != "all")):
         result.problems.append(nothing_taken(plan))
@@ -242,6 +249,8 @@ def _assemble(draft: _Draft, nb: str) -> tuple[str, list[Segment]]:
         out += ["", marker]
         segments.append(Segment(len(out) + 1, text, cell_label(c), c))
         out.extend(split_lines(text))
+        if draft.parameters is not None and draft.parameters.index == c.index:
+            out += [""] + injected_lines(c.number, list(draft.parameters.defaults))
     if draft.entry is not None:
         out += ["", f"# %% [entry point] {draft.entry.source}", 'if __name__ == "__main__":']
         body = _indent_block(draft.entry.stripped.text.rstrip())

@@ -24,6 +24,7 @@ class Plan:
     notes: list[str]
     allowed: dict[str, str] = field(default_factory=dict)  # name -> the directive that allows it undefined
     dropped: list[tuple[Cell, str]] = field(default_factory=list)  # cells that would be taken, and their cell magic
+    parameters_cell: Optional[tuple[Cell, Stripped]] = None  # the parameters cell, when it is taken
 
 
 def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_given: bool) -> Plan:
@@ -37,6 +38,7 @@ def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_giv
         problems.extend(f"{cell_label(c)}: {p}" for p in found.problems)
         for name in found.allow_undefined:
             allowed.setdefault(name, f"`#| blankly: allow-undefined` in {cell_label(c)}")
+    _one_parameters_cell([c for pos, c in code if marks[pos].parameters and marks[pos].mark != "skip"], problems)
     wanted: set[int] = set()
     if select is not None:
         selection = "explicit"
@@ -58,8 +60,17 @@ def plan_cells(cells: Sequence[Cell], select: Optional[Sequence[int]], entry_giv
             plan.dropped.append((c, st.magic))
         if ok:
             plan.taken.append((c, st, reason))
+            if marks[pos].parameters and plan.parameters_cell is None:
+                plan.parameters_cell = (c, st)
         plan.choices.append(CellChoice(c.index, c.id, first_line(c.source), ok, reason))
     return plan
+
+
+def _one_parameters_cell(cells: Sequence[Cell], problems: list[str]) -> None:
+    if len(cells) > 1:
+        which = ", ".join(cell_label(c) for c in cells)
+        problems.append(f"{len(cells)} cells are marked as the parameters cell ({which}); mark one: "
+                        "a run's overrides are applied right after it")
 
 
 def _chosen(cells: Sequence[Cell], select: Sequence[int], problems: list[str]) -> set[int]:
@@ -85,6 +96,8 @@ def _decide(plan: Plan, st: Stripped, mark: CellDirectives, chosen: bool, entry_
         return (True, "chosen") if chosen else (False, "not chosen")
     if mark.mark == "skip":
         return False, f"skipped by {mark.why}"
+    if mark.parameters:  # taken whatever else is marked: a run's overrides are applied after it
+        return True, f"the parameters cell ({mark.parameters})"
     if plan.selection == "marked":
         return (True, mark.why) if mark.mark == "export" else (False, "not marked")
     if st.dropped:

@@ -9,6 +9,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..results import BacktestResult
+from ..sweep_result import SweepResult
 from ..verbs import deploy as verb
 from .errors import usage_errors
 from .face import NotebookFace
@@ -36,7 +37,7 @@ def deploy(magics: Any, args: argparse.Namespace, cell: str) -> Any:
         face.close()
     if args.dry_run:
         _show_script(magics.shell, value)
-    elif isinstance(value, BacktestResult):
+    elif isinstance(value, (BacktestResult, SweepResult)):
         value.show_chart = magics.show_chart
     return value
 

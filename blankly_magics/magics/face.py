@@ -5,7 +5,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from ..hints import NOTEBOOK
-from ..progress import StatusLine, UploadBar
+from ..progress import PointsBar, StatusLine, UploadBar
 from ..workflow.feedback import Feedback
 
 
@@ -27,9 +27,10 @@ class NotebookFace:
     def __init__(self, magics: Any, upload_label: str = "upload") -> None:
         self.config = magics
         self.bar = UploadBar(upload_label)
+        self.points = PointsBar(upload=self.bar)
         in_kernel = getattr(magics.shell, "kernel", None) is not None
         self.feedback = Feedback(note=_print, status=StatusLine(in_kernel), progress=self.bar, write=_write,
-                                 hints=NOTEBOOK)
+                                 hints=NOTEBOOK, points=self.points)
 
     def session(self) -> Any:
         from .. import session as sessions
@@ -43,3 +44,4 @@ class NotebookFace:
 
     def close(self) -> None:
         self.bar.close()
+        self.points.close()

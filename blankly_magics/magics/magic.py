@@ -93,7 +93,7 @@ class BlanklyMagics(Magics, BlanklyConfig):
     @line_magic
     def blankly(self, line: str = "") -> Any:
         """%blankly SUBCOMMAND [options]: projects, models, versions, status, logs,
-        stop, backtests, result, cancel, panel. `%blankly SUBCOMMAND --help` for each."""
+        stop, backtests, result, sweeps, sweep, cancel, panel. `%blankly SUBCOMMAND --help` for each."""
         from . import subcommands
 
         if self._subparser is None:

@@ -7,6 +7,7 @@ from IPython.core.error import UsageError
 
 from .. import verbs
 from ..results import BacktestResult
+from ..sweep_result import SweepResult
 from .errors import HelpShown, SubcommandParser, split, usage_errors
 from .face import NotebookFace
 
@@ -40,7 +41,7 @@ def run(magics: Any, line: str, top: SubcommandParser) -> Optional[Any]:
             value = verbs.module(args.verb).run(face, args)
     finally:
         face.close()
-    if isinstance(value, BacktestResult):
+    if isinstance(value, (BacktestResult, SweepResult)):
         value.show_chart = magics.show_chart
     return value
 

@@ -1,7 +1,7 @@
 """The deployment panel: sign in, pick, build, backtest or deploy by clicking.
 
 One module per section (``signin``, ``target``, ``cells``, ``backtest``,
-``deploy``, ``logs``, ``activity``, ``keys``, ``compare``), each a ``section.Section``; ``frame.BlanklyPanel`` lays them
+``sweep``, ``deploy``, ``logs``, ``activity``, ``keys``, ``compare``), each a ``section.Section``; ``frame.BlanklyPanel`` lays them
 out and gives them a worker thread, a status line, results and a Cancel button.
 ``blankly_magics.panel(...)`` and ``show_panel(...)`` show one.
 """

@@ -25,7 +25,7 @@ from IPython.display import HTML, display
 from ..config import BlanklyConfig, active
 from ..errors import BlanklyError
 from ..hints import NOTEBOOK
-from ..workflow.feedback import Cancel, Feedback
+from ..workflow.feedback import Cancel, Feedback, Points
 from .activity import ActivitySection
 from .backtest import BacktestSection
 from .cells import CellsSection
@@ -35,12 +35,12 @@ from .keys import KeysSection
 from .logs import LogsSection
 from .section import Section
 from .signin import SignInSection
+from .sweep import SweepSection
 from .target import TargetSection
 from .widgets import fit, show
 
-SECTIONS: tuple[Type[Section], ...] = (SignInSection, TargetSection, BacktestSection, CellsSection, DeploySection,
-                                       LogsSection, ActivitySection, KeysSection,
-                                       CompareSection)
+SECTIONS: tuple[Type[Section], ...] = (SignInSection, TargetSection, BacktestSection, SweepSection, CellsSection,
+                                       DeploySection, LogsSection, ActivitySection, KeysSection, CompareSection)
 MARKS = {"error": "\u2716 ", "ok": "\u2714 ", "work": "\u22ef "}
 COLOURS = {"error": "var(--jp-error-color1,#c62828)", "ok": "var(--jp-success-color1,#2e7d32)"}
 
@@ -185,19 +185,25 @@ class BlanklyPanel:
         for section in self.sections:
             section.on_mode(mode)
 
-    def run(self, kind: str, backtest_args: Optional[dict] = None) -> Any:
+    def run(self, kind: str, backtest_args: Optional[dict] = None, *, points: Optional[Points] = None,
+            **request_fields: Any) -> Any:
         """A backtest or a live deployment of what the sections describe, through the workflow's
         ``run`` as the magics and the CLI run it: its result, or None when stopped before the
-        server answered (then the status line says what the server holds)."""
+        server answered (then the status line says what the server holds). ``request_fields``
+        set more of the RunRequest (a ``sweep``); ``points`` shows a sweep's progress."""
+        import dataclasses
+
         from ..workflow import run
 
         sess = self.session()
         target, cells = getattr(self, "target"), getattr(self, "cells")
-        request = target.request(kind, backtest_args)
+        request = dataclasses.replace(target.request(kind, backtest_args), **request_fields)
         source = cells.source(backtest_args or None, request.python_version)
         self.clear_results()
         self.say("Building\u2026", "work")
-        result = run(sess, request, source, self.feedback(upload=True))
+        feedback = self.feedback(upload=True)
+        feedback.points = points
+        result = run(sess, request, source, feedback)
         target.adopt(getattr(result, "model_id", None))
         if result is None:
             self.say(self.last_note or "Stopped.")

@@ -49,6 +49,7 @@ from .routes_monitoring import (
     model_logs,
     model_versions,
 )
+from .routes_sweeps import sweep_cancel, sweep_create, sweep_list, sweep_status, sweep_table
 from .routes_projects import (
     generate_project_token,
     project_create,
@@ -132,6 +133,11 @@ ROUTES = [
     Route("/keys/list", authed(keys_list), methods=["GET"]),
     Route("/keys/set", authed(keys_set), methods=["POST"]),
     Route("/keys/delete", authed(keys_delete), methods=["POST"]),
+    Route("/sweep/create", authed(sweep_create), methods=["POST"]),
+    Route("/sweep/status", authed(sweep_status), methods=["GET"]),
+    Route("/sweep/table", authed(sweep_table), methods=["GET"]),
+    Route("/sweep/list", authed(sweep_list), methods=["GET"]),
+    Route("/sweep/cancel", authed(sweep_cancel), methods=["POST"]),
 ]
 
 

@@ -1,5 +1,5 @@
 """Checks of request values that name server choices: plan, Python version, model
-type, backtest arguments and screener schedules."""
+type, backtest arguments, parameter overrides and screener schedules."""
 from __future__ import annotations
 
 import json
@@ -52,6 +52,11 @@ def choose_python(server: Server, requested: str, source: str) -> str:
 
 
 def parse_backtest_args(raw: Any) -> Optional[dict[str, Any]]:
+    return json_object(raw, "backtestArgs", "a JSON object of .backtest() keyword arguments", '{"to": "1y"}')
+
+
+def json_object(raw: Any, name: str, what: str, example: str) -> Optional[dict[str, Any]]:
+    """A field holding a JSON object (as text in a form, as an object in a JSON body); None when absent."""
     if raw is None or raw == "":
         return None
     value = raw
@@ -59,21 +64,37 @@ def parse_backtest_args(raw: Any) -> Optional[dict[str, Any]]:
         try:
             value = json.loads(raw)
         except (ValueError, RecursionError) as exc:
-            raise ApiError(
-                400,
-                f"backtestArgs is not valid JSON ({str(exc)[:80]}); "
-                'send a JSON object such as {"to": "1y"}',
-            ) from None
+            raise ApiError(400, f"{name} is not valid JSON ({str(exc)[:80]}); send {what}, such as {example}") from None
     if not isinstance(value, dict):
-        raise ApiError(
-            400,
-            "backtestArgs must be a JSON object of .backtest() keyword arguments, "
-            f'such as {{"to": "1y"}}, not {type(value).__name__}',
-        )
+        raise ApiError(400, f"{name} must be {what}, such as {example}, not {type(value).__name__}")
     if _depth(value) > MAX_ARGS_DEPTH:
         # Storing it walks it recursively: a deep enough value would crash that walk.
-        raise ApiError(400, f"backtestArgs is nested more than {MAX_ARGS_DEPTH} levels deep")
+        raise ApiError(400, f"{name} is nested more than {MAX_ARGS_DEPTH} levels deep")
     return value
+
+
+def parse_parameters(raw: Any) -> dict[str, Any]:
+    """``parameters``: overrides of the parameters cell, a JSON object of name -> value ({} when absent)."""
+    value = json_object(raw, "parameters", "a JSON object of parameter values", '{"low": 25}') or {}
+    bad = [name for name in value if not name.isidentifier()]
+    if bad:
+        raise ApiError(400, f"parameters: {bad[0][:40]!r} is not a parameter name (a Python name, like low)")
+    return value
+
+
+def check_parameter_names(manifest: dict[str, Any], names: Any, field: str) -> None:
+    """Every name is one the version's parameters cell assigns (blankly.json ``parameters``)."""
+    names = list(names)
+    if not names:
+        return
+    known = manifest.get("parameters")
+    if not isinstance(known, dict):
+        raise ApiError(400, f"{field}: this version has no parameters cell (blankly.json has no 'parameters'), "
+                            "so nothing can override its values")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ApiError(400, f"{field}: the parameters cell does not assign {unknown[0][:40]!r} "
+                            f"(it assigns {', '.join(known) or 'nothing'})")
 
 
 def _depth(value: Any) -> int:

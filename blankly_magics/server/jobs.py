@@ -11,9 +11,9 @@ import anyio.to_thread
 from .config import plan_limits
 from .keystore import run_secret_files
 from .web import ApiError
-from .runner import BacktestJob, LiveJob
+from .runner import BacktestJob, LiveJob, SweepJob
 from .state import Server
-from .store import Backtest, Model, Version
+from .store import Backtest, Model, Sweep, Version
 
 RETRY_AFTER = "5"
 
@@ -58,14 +58,19 @@ def live_job(
     )
 
 
+def backtest_job(server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str) -> BacktestJob:
+    return BacktestJob(
+        backtest_id=backtest.id,
+        backtest_args=backtest.args,
+        parameters=backtest.parameters,
+        **_job_fields(server, version, backtest.project_id, plan, user_id),
+    )
+
+
 def submit_backtest(
     server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str
 ) -> None:
-    job = BacktestJob(
-        backtest_id=backtest.id,
-        backtest_args=backtest.args,
-        **_job_fields(server, version, backtest.project_id, plan, user_id),
-    )
+    job = backtest_job(server, backtest, version, plan, user_id)
     try:
         server.runner.submit_backtest(job)
     except Exception as exc:
@@ -75,6 +80,30 @@ def submit_backtest(
             backtest.id, {"status": "failed", "error": reason, "ended_at": time.time()}
         )
         raise ApiError(503, reason) from None
+
+
+def submit_sweep(
+    server: Server, sweep: Sweep, points: list[Backtest], version: Version, plan: dict, user_id: str
+) -> None:
+    job = SweepJob(sweep.id, tuple(backtest_job(server, point, version, plan, user_id) for point in points))
+    try:
+        server.runner.submit_sweep(job)
+    except Exception as exc:
+        log.exception("could not queue sweep %s", sweep.id)
+        reason = f"the sweep could not be queued: {exc}"
+        now = time.time()
+        for point in points:
+            server.store.update_backtest(point.id, {"status": "failed", "error": reason, "ended_at": now})
+        server.store.update_sweep(sweep.id, {"status": "failed", "error": reason, "ended_at": now})
+        raise ApiError(503, reason) from None
+
+
+def check_sweeps(server: Server) -> None:
+    from .sweep_checks import MAX_WAITING
+
+    if len(server.store.unfinished_sweeps()) >= MAX_WAITING:
+        raise ApiError(429, f"{MAX_WAITING} sweeps are already queued or running; try again when one has finished",
+                       {"Retry-After": RETRY_AFTER})
 
 
 async def start_live(server: Server, job: LiveJob) -> None:
@@ -89,7 +118,7 @@ async def start_live(server: Server, job: LiveJob) -> None:
         raise ApiError(503, reason) from None
 
 
-def accepted(model: Model, version: Version, timestamp: float, **extra: str) -> dict[str, Any]:
+def accepted(model: Model, version: Version, timestamp: float, **extra: Any) -> dict[str, Any]:
     return {
         "status": "success",
         "timestamp": timestamp,

@@ -34,7 +34,7 @@ def sweep_leftovers(store: Store) -> None:
             path.unlink(missing_ok=True)
 
 
-def _runner_callbacks(store: Store, waits: StatusWaits) -> tuple[Callable, Callable]:
+def _runner_callbacks(store: Store, waits: StatusWaits) -> tuple[Callable, Callable, Callable]:
     # Called from the runner's threads; a failure here must not kill them.
     def on_backtest(backtest_id: str, fields: dict[str, Any]) -> None:
         try:
@@ -49,7 +49,13 @@ def _runner_callbacks(store: Store, waits: StatusWaits) -> tuple[Callable, Calla
         except Exception:
             log.exception("could not record model %s state", model_id)
 
-    return on_backtest, on_live
+    def on_sweep(sweep_id: str, fields: dict[str, Any]) -> None:
+        try:
+            store.update_sweep(sweep_id, fields)
+        except Exception:
+            log.exception("could not record sweep %s progress", sweep_id)
+
+    return on_backtest, on_live, on_sweep
 
 
 def resume_deployments(server: Server) -> None:
@@ -112,11 +118,13 @@ def open_server(config: ServerConfig) -> Server:
         failed = store.fail_unfinished_backtests()
         if failed:
             log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
+        if store.fail_unfinished_sweeps():
+            log.warning("sweeps left unfinished by the previous server marked failed")
         waits = StatusWaits()
-        on_backtest, on_live = _runner_callbacks(store, waits)
+        on_backtest, on_live, on_sweep = _runner_callbacks(store, waits)
         runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers,
                         executor=LocalExecutor(config.data_dir, _bwrap(config), warm_workers=config.warm_workers),
-                        network=config.run_network)
+                        network=config.run_network, on_sweep=on_sweep)
         id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
         keys = open_keys(store, config.exchange_key_path)
         runner.start()

@@ -5,7 +5,7 @@ from typing import Any
 
 from .web import ApiError, field_id
 from .state import Server
-from .store import Backtest, Model, Project, User, Version
+from .store import Backtest, Model, Project, Sweep, User, Version
 
 
 def owned_project(server: Server, user: User, project_id: str) -> Project:
@@ -43,6 +43,14 @@ def owned_backtest(server: Server, user: User, fields: dict[str, Any]) -> Backte
     if backtest is None:
         raise ApiError(404, f"backtest {backtest_id[:60]!r} not found")
     return backtest
+
+
+def owned_sweep(server: Server, user: User, fields: dict[str, Any]) -> Sweep:
+    sweep_id = field_id(fields, "sweepId")
+    sweep = server.store.get_sweep(user.id, sweep_id)
+    if sweep is None:
+        raise ApiError(404, f"sweep {sweep_id[:60]!r} not found")
+    return sweep
 
 
 def deployment_view(server: Server, model_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -134,6 +134,8 @@ class Backtest:
     error: Optional[str]
     result: Optional[dict[str, Any]]
     summary: Optional[dict[str, Any]] = None  # in lists: a completed result's short form (summary_of)
+    parameters: dict[str, Any] = field(default_factory=dict)  # the run's overrides of the parameters cell
+    sweep_id: Optional[str] = None  # the sweep it is a point of
 
     @property
     def finished(self) -> bool:
@@ -154,6 +156,8 @@ class Backtest:
             "endedAt": self.ended_at,
             "exitCode": self.exit_code,
             "error": self.error,
+            "parameters": self.parameters,
+            "sweepId": self.sweep_id,
         }
         if with_result:
             out["result"] = _camel_keys(self.result) if self.result is not None else None
@@ -174,6 +178,54 @@ def summary_of(metrics: Any, trades: Any, initial: Any, final: Any) -> Optional[
     named = named if isinstance(named, dict) else {}
     return {"metrics": json_safe({k: named[k] for k in SUMMARY_METRICS if k in named}), "trades": trades,
             "initialAccountValue": json_safe(initial), "finalAccountValue": json_safe(final)}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep: a grid of parameter values, one backtest per point (its rows point back here)."""
+
+    id: str
+    model_id: str
+    version_id: str
+    project_id: str
+    status: str
+    grid: dict[str, list[Any]]  # parameter -> its values, in the order given
+    parameters: dict[str, Any]  # fixed overrides every point gets
+    objective: dict[str, str]  # {"metric", "goal"}
+    constraints: list[str]
+    args: dict[str, Any]
+    description: str
+    plan: str
+    points: int
+    created_at: float
+    started_at: Optional[float]
+    ended_at: Optional[float]
+    error: Optional[str]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "sweepId": self.id,
+            "modelId": self.model_id,
+            "versionId": self.version_id,
+            "projectId": self.project_id,
+            "status": self.status,
+            "grid": self.grid,
+            "parameters": self.parameters,
+            "objective": self.objective,
+            "constraints": self.constraints,
+            "args": self.args,
+            "description": self.description,
+            "plan": self.plan,
+            "points": self.points,
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+            "endedAt": self.ended_at,
+            "error": self.error,
+        }
 
 
 def _camel_keys(result: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import Request
 
-from .checks import choose_plan, choose_python, field_model_type, parse_backtest_args
+from .checks import (check_parameter_names, choose_plan, choose_python, field_model_type, parse_backtest_args,
+                     parse_parameters)
 from .web import ApiError, field_id, field_text, read_fields, server_of
 from .jobs import accepted, check_queue, live_job, start_live, submit_backtest
 from .owned import deployment_view, model_version, owned_model, owned_project
@@ -100,6 +101,8 @@ async def model_delete(request: Request, user: User) -> dict[str, Any]:
     server = server_of(request)
     fields = await read_fields(request)
     model = owned_model(server, user, field_id(fields, "modelId"), field_id(fields, "projectId", required=False))
+    for sweep_id in server.store.unfinished_sweeps(model.id):
+        server.runner.cancel_sweep(sweep_id)
     for backtest_id in server.store.unfinished_backtests(model.id):
         try:
             server.runner.cancel_backtest(backtest_id)
@@ -140,6 +143,8 @@ async def backtest_uploaded(request: Request, user: User) -> dict[str, Any]:
     args = parse_backtest_args(fields.get("backtestArgs"))
     if args is None:
         args = default_args(version.manifest)
+    parameters = parse_parameters(fields.get("parameters"))
+    check_parameter_names(version.manifest, parameters, "parameters")
     plan_name, plan = choose_plan(server, "backtesting", field_text(fields, "plan", limit=100))
     choose_python(server, version.python_version, "the version's pythonVersion")
     check_queue(server)  # again: others may have queued while this body was read
@@ -150,6 +155,7 @@ async def backtest_uploaded(request: Request, user: User) -> dict[str, Any]:
         args=args,
         description=field_text(fields, "backtestDescription"),
         plan=plan_name,
+        parameters=parameters,
     )
     submit_backtest(server, backtest, version, plan, user.id)
     return accepted(model, version, backtest.created_at, backtestId=backtest.id)

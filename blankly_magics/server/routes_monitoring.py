@@ -94,7 +94,13 @@ async def backtest_cancel(request: Request, user: User) -> dict[str, Any]:
     server = server_of(request)
     backtest = owned_backtest(server, user, await read_fields(request))
     if not backtest.finished:
-        known = await anyio.to_thread.run_sync(server.runner.cancel_backtest, backtest.id)
+        if backtest.sweep_id:  # a point not started yet is skipped when its turn comes: cancelled now
+            if server.runner.cancel_point(backtest.id) == "running":
+                raise ApiError(409, f"backtest {backtest.id} is a running point of sweep {backtest.sweep_id}: it "
+                                    "ends by itself, or cancel the whole sweep (POST /sweep/cancel)")
+            known = False
+        else:
+            known = await anyio.to_thread.run_sync(server.runner.cancel_backtest, backtest.id)
         if not known:  # the runner has no such run: nothing can finish it now
             server.store.update_backtest(
                 backtest.id,

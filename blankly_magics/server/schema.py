@@ -2,15 +2,16 @@
 
 Versions are immutable: a trigger refuses updates. ``exchange_keys`` holds field names in
 clear and values only sealed (keystore.py): the database alone opens none of them. Every
-statement is idempotent (``IF NOT EXISTS``), so opening a database of this schema version changes nothing
-(and an older database gains the tables it lacks);
-``user_version`` records the version for the migrations a later schema will need.
+statement is idempotent (``IF NOT EXISTS``), so opening a database of this schema version
+changes nothing (and an older database gains the tables it lacks); ``user_version`` records
+the version. A database of an older version gets the columns added since (``ADDED_COLUMNS``)
+when it is opened.
 """
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -83,7 +84,9 @@ CREATE TABLE IF NOT EXISTS backtests (
     ended_at REAL,
     exit_code INTEGER,
     error TEXT,
-    result TEXT
+    result TEXT,
+    parameters TEXT NOT NULL DEFAULT '{}',
+    sweep_id TEXT
 );
 CREATE INDEX IF NOT EXISTS backtests_by_model ON backtests (model_id, created_at);
 CREATE INDEX IF NOT EXISTS backtests_by_status ON backtests (status);
@@ -111,7 +114,41 @@ CREATE TABLE IF NOT EXISTS exchange_keys (
     updated_at REAL NOT NULL,
     PRIMARY KEY (user_id, exchange, portfolio)
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    version_id TEXT NOT NULL REFERENCES versions(id) ON DELETE CASCADE,
+    project_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    grid TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    objective TEXT NOT NULL,
+    constraints TEXT NOT NULL,
+    args TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    plan TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS sweeps_by_model ON sweeps (model_id, created_at);
+CREATE INDEX IF NOT EXISTS sweeps_by_status ON sweeps (status);
+CREATE TABLE IF NOT EXISTS sweep_points (
+    sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+    point INTEGER NOT NULL,
+    backtest_id TEXT NOT NULL UNIQUE REFERENCES backtests(id) ON DELETE CASCADE,
+    metrics TEXT,
+    PRIMARY KEY (sweep_id, point)
+);
 """
+
+# Columns added to tables of an older schema: (table, column, its definition).
+ADDED_COLUMNS = (
+    ("backtests", "parameters", "TEXT NOT NULL DEFAULT '{}'"),
+    ("backtests", "sweep_id", "TEXT"),
+)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -119,6 +156,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
     # executescript would COMMIT the transaction; run the statements one by one.
     for statement in split_sql(_SCHEMA):
         conn.execute(statement)
+    for table, column, definition in ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

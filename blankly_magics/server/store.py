@@ -6,7 +6,6 @@ connection and its transactions in ``database``.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 import uuid
@@ -16,11 +15,13 @@ from typing import Any, Optional
 
 from ..files import private_dir
 from .database import CHECKPOINT_COMMITS, DB_NAME, Database
-from .records import TERMINAL, Backtest, Deployment, Model, Project, User, Version, json_safe, summary_of
+from .records import TERMINAL, Backtest, Deployment, Model, Project, Sweep, User, Version, json_safe, summary_of
+from .rows import dumps as _dumps, loads as _loads, record as _record
+from .sweep_store import SweepQueries
 
 __all__ = [
     "CHECKPOINT_COMMITS", "DB_NAME", "TERMINAL", "TMP_DIR", "VERSIONS_DIR", "Backtest", "Deployment", "Model",
-    "Project", "Store", "User", "Version", "json_safe", "new_id", "private_dir",
+    "Project", "Store", "Sweep", "User", "Version", "json_safe", "new_id", "private_dir",
 ]
 
 VERSIONS_DIR = "versions"
@@ -33,27 +34,12 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(json_safe(value), separators=(",", ":"), allow_nan=False)
-
-
-def _loads(text: Optional[str]) -> Any:
-    return None if text is None else json.loads(text)
-
-
 # What a runner report may set (the columns are named as the keys).
 _BACKTEST_FIELDS = ("status", "started_at", "ended_at", "exit_code", "error", "result")
 _LIVE_FIELDS = ("state", "version_id", "pid", "since", "exit_code", "restarts", "error", "log_tail")
 
 
-def _record(kind: type, row: sqlite3.Row, **decoded: Any) -> Any:
-    """The record ``kind`` of a row: its columns are named as the record's fields; ``decoded``
-    holds the fields whose column needs decoding (JSON, booleans)."""
-    values = {f.name: row[f.name] for f in dataclass_fields(kind) if f.name not in decoded}
-    return kind(**values, **decoded)
-
-
-class Store(Database):
+class Store(SweepQueries, Database):
     """The server's database and its queries; safe to share between threads."""
 
     def __init__(self, data_dir: Path, *, background_checkpoints: bool = False) -> None:
@@ -303,7 +289,8 @@ class Store(Database):
 
     @staticmethod
     def _backtest(row: sqlite3.Row) -> Backtest:
-        return _record(Backtest, row, args=_loads(row["args"]), result=_loads(row["result"]), summary=None)
+        return _record(Backtest, row, args=_loads(row["args"]), result=_loads(row["result"]), summary=None,
+                       parameters=_loads(row["parameters"]))
 
     def add_backtest(
         self,
@@ -314,17 +301,20 @@ class Store(Database):
         args: dict[str, Any],
         description: str,
         plan: str,
+        parameters: Optional[dict[str, Any]] = None,
+        sweep_id: Optional[str] = None,
     ) -> Backtest:
         backtest = Backtest(
             new_id(), model_id, version_id, project_id, "queued", json_safe(args), description,
             plan, time.time(), None, None, None, None, None,
+            parameters=json_safe(parameters or {}), sweep_id=sweep_id,
         )
         self._write(
             "INSERT INTO backtests (id, model_id, version_id, project_id, status, args,"
-            " description, plan, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+            " description, plan, created_at, parameters, sweep_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             (
                 backtest.id, model_id, version_id, project_id, _dumps(args), description, plan,
-                backtest.created_at,
+                backtest.created_at, _dumps(backtest.parameters), sweep_id,
             ),
         )
         return backtest
@@ -349,7 +339,7 @@ class Store(Database):
             " FROM backtests WHERE model_id = ? ORDER BY created_at DESC, rowid DESC",
             (model_id,),
         )
-        return [_record(Backtest, r, args=_loads(r["args"]), result=None,
+        return [_record(Backtest, r, args=_loads(r["args"]), result=None, parameters=_loads(r["parameters"]),
                         summary=summary_of(r["s_metrics"], r["s_trades"], r["s_initial"], r["s_final"]))
                 for r in rows]
 
@@ -361,7 +351,8 @@ class Store(Database):
         return [r["id"] for r in rows]
 
     def count_queued(self) -> int:
-        return self._one("SELECT COUNT(*) AS n FROM backtests WHERE status = 'queued'")["n"]
+        """Backtests waiting in the queue (a sweep's points wait in their sweep, not there)."""
+        return self._one("SELECT COUNT(*) AS n FROM backtests WHERE status = 'queued' AND sweep_id IS NULL")["n"]
 
     def update_backtest(self, backtest_id: str, fields: dict[str, Any]) -> bool:
         """Apply a runner report. A finished backtest is final: later reports are ignored."""
@@ -373,11 +364,15 @@ class Store(Database):
                 args.append(_dumps(value) if key == "result" and value is not None else value)
         if not sets:
             return False
-        return self._write(
-            f"UPDATE backtests SET {', '.join(sets)} WHERE id = ?"
-            " AND status NOT IN ('completed', 'failed', 'cancelled')",
-            (*args, backtest_id),
-        ) > 0
+        with self.transaction():
+            changed = self._conn.execute(
+                f"UPDATE backtests SET {', '.join(sets)} WHERE id = ?"
+                " AND status NOT IN ('completed', 'failed', 'cancelled')",
+                (*args, backtest_id),
+            ).rowcount > 0
+            if changed and isinstance(fields.get("result"), dict):
+                self.record_point_metrics(backtest_id, fields["result"].get("metrics"))
+        return changed
 
     def fail_unfinished_backtests(self) -> int:
         """At startup: backtests a previous process left queued or running cannot finish."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,18 +19,21 @@ from starlette.requests import Request
 
 from . import uploads
 from .checks import (
+    check_parameter_names,
     check_schedule,
     choose_plan,
     choose_python,
     field_model_type,
     manifest_schedule,
     parse_backtest_args,
+    parse_parameters,
 )
 from .web import ApiError, field_flag, field_id, field_text, server_of
-from .jobs import accepted, check_queue, live_job, start_live, submit_backtest
+from .jobs import accepted, check_queue, check_sweeps, live_job, start_live, submit_backtest, submit_sweep
 from .owned import owned_model, owned_project
 from .state import Server
-from .store import VERSIONS_DIR, Backtest, Model, User, Version, new_id
+from .store import VERSIONS_DIR, Backtest, Model, Sweep, User, Version, new_id
+from .sweep_checks import SweepFields, sweep_fields
 from .zipcheck import ModelZipInfo, ZipRejected, ZipTooLarge, inspect_model_zip
 
 SECRET_KEYS = ("api_key", "api_pass")  # blankly.json may hold the project's keys: not copied
@@ -50,10 +53,13 @@ class _Target:
     plan: dict[str, Any]
     model_type: str
     backtest_args: Optional[dict[str, Any]]
+    parameters: dict[str, Any] = field(default_factory=dict)  # a backtest's overrides of the parameters cell
+    sweep: Optional[SweepFields] = None  # what a sweep varies
 
 
 def _upload_target(server: Server, user: User, fields: dict[str, Any], action: str) -> _Target:
-    plan_kind = "backtesting" if action == "backtest" else "live"
+    backtests = action in ("backtest", "sweep")
+    plan_kind = "backtesting" if backtests else "live"
     plan_name, plan = choose_plan(server, plan_kind, field_text(fields, "plan", limit=100))
     project_id = field_id(fields, "projectId", required=False) or user.id
     if project_id != user.id:  # (the personal project, whose id is the user's, always exists)
@@ -76,8 +82,13 @@ def _upload_target(server: Server, user: User, fields: dict[str, Any], action: s
             "createNew is false but no modelId was given: send the modelId to add a version to, "
             "or createNew=true to create a model",
         )
-    args = parse_backtest_args(fields.get("backtestArgs")) if action == "backtest" else None
-    return _Target(project_id, model, plan_name, plan, field_model_type(fields), args)
+    args = parse_backtest_args(fields.get("backtestArgs")) if backtests else None
+    target = _Target(project_id, model, plan_name, plan, field_model_type(fields), args)
+    if action == "backtest":
+        target.parameters = parse_parameters(fields.get("parameters"))
+    elif action == "sweep":
+        target.sweep = sweep_fields(fields)
+    return target
 
 
 async def _receive(request: Request, server: Server) -> uploads.Upload:
@@ -93,7 +104,7 @@ async def _receive(request: Request, server: Server) -> uploads.Upload:
 
 
 async def accept_upload(request: Request, user: User, action: str) -> dict[str, Any]:
-    """deploy, backtest and upload: store the zip as a new version, then run it.
+    """deploy, backtest, sweep and upload: store the zip as a new version, then run it.
 
     Only what waits for the disk leaves the event loop: writing the zip for good
     (create, write, fsync, rename) on the server's writer thread, and checking a
@@ -105,6 +116,8 @@ async def accept_upload(request: Request, user: User, action: str) -> dict[str, 
     server = server_of(request)
     if action == "backtest":
         check_queue(server)
+    elif action == "sweep":
+        check_sweeps(server)
     upload = await _receive(request, server)
     version_id = new_id()
     zip_name = f"{VERSIONS_DIR}/{version_id}.zip"
@@ -117,7 +130,7 @@ async def accept_upload(request: Request, user: User, action: str) -> dict[str, 
         target = _upload_target(server, user, upload.fields, action)
         checked = _check_upload(server, await _inspect(server, upload), upload, target, action)
         await _place(server, upload, final)
-        model, version, backtest = _record_upload(
+        model, version, backtest, sweep = _record_upload(
             server, user, upload, target, checked, action, version_id, zip_name
         )
     except BaseException:
@@ -125,6 +138,9 @@ async def accept_upload(request: Request, user: User, action: str) -> dict[str, 
         raise
     finally:
         upload.discard()  # whatever is left of a refused upload
+    if sweep is not None:
+        submit_sweep(server, sweep[0], sweep[1], version, target.plan, user.id)
+        return accepted(model, version, version.created_at, **sweep_answer(*sweep))
     if backtest is not None:
         submit_backtest(server, backtest, version, target.plan, user.id)
         return accepted(model, version, version.created_at, backtestId=backtest.id)
@@ -221,6 +237,9 @@ def _check_upload(
             "or set screener.schedule in blankly.json",
         )
     args = target.backtest_args
+    check_parameter_names(info.manifest, target.parameters, "parameters")
+    if target.sweep is not None:
+        target.sweep.check_names(info.manifest)
     return _Checked(
         info=info,
         model_type=model_type,
@@ -233,7 +252,7 @@ def _check_upload(
 def _record_upload(
     server: Server, user: User, upload: uploads.Upload, target: _Target, checked: _Checked,
     action: str, version_id: str, zip_name: str,
-) -> tuple[Model, Version, Optional[Backtest]]:
+) -> tuple[Model, Version, Optional[Backtest], Optional[tuple[Sweep, list[Backtest]]]]:
     """Insert the rows of a placed zip in one transaction: all or nothing."""
     fields, store, manifest = upload.fields, server.store, checked.info.manifest
     name = field_text(fields, "name", limit=200).strip()
@@ -264,8 +283,13 @@ def _record_upload(
                 schedule=checked.schedule,
                 manifest={k: v for k, v in manifest.items() if k not in SECRET_KEYS},
             )
-            backtest = None
-            if action == "backtest":
+            backtest, sweep = None, None
+            if action == "sweep" and target.sweep is not None:
+                check_sweeps(server)  # again, with no await since the early check (as the queue below)
+                sweep = record_sweep(store, model, version, target.sweep, checked.args,
+                                     field_text(fields, "description") or field_text(fields, "backtestDescription"),
+                                     target.plan_name)
+            elif action == "backtest":
                 # Checked again here: uploads that passed the early check together must not
                 # all join the queue. No await separates this check from the insert.
                 check_queue(server)
@@ -276,6 +300,7 @@ def _record_upload(
                     args=checked.args,
                     description=field_text(fields, "backtestDescription"),
                     plan=target.plan_name,
+                    parameters=target.parameters,
                 )
             elif action == "deploy":
                 store.start_deployment(model.id, version.id, target.plan_name)
@@ -287,4 +312,19 @@ def _record_upload(
             reason = getattr(exc, "strerror", None) or exc  # the OS's words, without our paths
             raise ApiError(503, f"the server could not store the upload: {reason}") from None
         raise
-    return model, version, backtest
+    return model, version, backtest, sweep
+
+
+def record_sweep(store: Any, model: Model, version: Version, sweep: SweepFields, args: dict[str, Any],
+                 description: str, plan_name: str) -> tuple[Sweep, list[Backtest]]:
+    """The sweep's rows and one backtest row per point (inside the caller's transaction, if any)."""
+    return store.add_sweep(
+        model_id=model.id, version_id=version.id, project_id=model.project_id, grid=sweep.grid,
+        parameters=sweep.parameters, objective=sweep.objective.to_dict(), constraints=sweep.constraints,
+        args=args, description=description, plan=plan_name,
+    )
+
+
+def sweep_answer(sweep: Sweep, points: list[Backtest]) -> dict[str, Any]:
+    """What a sweep's creation answers besides the model and version."""
+    return {"sweepId": sweep.id, "points": len(points), "backtestIds": [p.id for p in points]}

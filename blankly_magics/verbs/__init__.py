@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..workflow.feedback import Feedback
 
 VERBS = ("projects", "models", "versions", "status", "logs", "activity", "stop", "backtests", "result", "compare",
-         "cancel", "keys")
+         "sweeps", "sweep", "cancel", "keys")
 
 
 class Face(Protocol):

@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence
 from . import Face
 from ..errors import BlanklyError
 from ..workflow import ModelSource, python_version, read_notebook, run
-from .options import CLI, DEPLOY_OPTIONS, PERIOD_OPTIONS, add_options, backtest_args_of, options_for, run_request
+from .options import (CLI, DEPLOY_OPTIONS, PERIOD_OPTIONS, SWEEP_OPTIONS, add_options, backtest_args_of, options_for,
+                      overrides_of, run_request)
 
 HELP = {"backtest": "backtest a notebook's strategy on the server and show its metrics",
         "live": "deploy a notebook's strategy live on the server"}
@@ -33,6 +34,14 @@ def check_options(args: argparse.Namespace, config: Any, backtest: bool) -> tupl
     given = [flag for flag in PERIOD_OPTIONS if getattr(args, flag[2:], None) is not None]
     if given and not backtest and not args.dry_run:
         raise BlanklyError("--args/--to/--start/--end/--initial are backtest options: add --backtest")
+    swept = [flag for flag in SWEEP_OPTIONS if getattr(args, flag[2:], None) is not None]
+    if swept and not backtest:
+        raise BlanklyError(f"{swept[0]} sweeps run backtests: add --backtest")
+    if swept and not getattr(args, "sweep", None):
+        raise BlanklyError(f"{swept[0]} ranks the points of a sweep: add --sweep NAME=VALUES")
+    if getattr(args, "param", None) and not backtest:
+        raise BlanklyError("--param overrides a backtest's parameters: add --backtest")
+    overrides_of(args)  # a value that is not a literal, a bad range, a metric or constraint: said now
     return backtest_args_of(args), python_version(args.python or config.python)
 
 
@@ -48,7 +57,11 @@ def model_source(args: argparse.Namespace, config: Any, cells: Any, *, entry: Op
 def deploy(face: Face, args: argparse.Namespace, source: ModelSource, *, kind: str, notebook: Optional[Path]) -> Any:
     """The bundle of a dry run (nothing uploaded), else the run's result (None if stopped before an answer)."""
     if args.dry_run:
-        return source.build(face.feedback)
+        from ..workflow.run import check_overrides
+
+        bundle = source.build(face.feedback)
+        check_overrides(bundle, *overrides_of(args))
+        return bundle
     request = run_request(args, face.config, kind, notebook, source.backtest_args, source.python_version)
     return run(face.session(), request, source, face.feedback)
 

@@ -48,6 +48,18 @@ DEPLOY_OPTIONS: list[Option] = [
     (("--end",), dict(metavar="DATE", help="backtest end date (end_date)"), BOTH),
     (("--initial",), dict(metavar="ASSET=AMOUNT", action="append",
                           help="initial holdings, e.g. USD=10000 (repeatable)"), BOTH),
+    (("--param",), dict(metavar="NAME=VALUE", action="append",
+                        help="override a value of the notebook's parameters cell (`#| blankly: parameters`) for this "
+                        "backtest, e.g. --param low=25 (a Python/JSON literal; repeatable)"), BOTH),
+    (("--sweep",), dict(metavar="NAME=VALUES", action="append",
+                        help="run one backtest per point of a grid instead: a list (low=20,25,30) or a range "
+                        "START:STOP:STEP (high=65:80:5, STOP included when on the step); repeatable"), BOTH),
+    (("--maximize",), dict(metavar="METRIC", help="the sweep's best point maximizes this metric, named as Blankly "
+                           "prints it (default: Sharpe Ratio)"), BOTH),
+    (("--minimize",), dict(metavar="METRIC", help="the sweep's best point minimizes this metric instead"), BOTH),
+    (("--constraint",), dict(metavar="TEXT", action="append",
+                             help="a sweep's point counts only if it meets this, e.g. \"Max Drawdown (%%) < 25\" "
+                             "(repeatable)"), BOTH),
     (("--include",), dict(metavar="PATH", action="append", default=[],
                           help="extra file or folder to ship (repeatable)"), BOTH),
     (("--requirements",), dict(metavar="FILE", help="requirements.txt to ship (default: inferred from the imports)"),
@@ -64,7 +76,8 @@ DEPLOY_OPTIONS: list[Option] = [
 ]
 
 PERIOD_OPTIONS = ("--args", "--to", "--start", "--end", "--initial")  # what a backtest runs on
-BACKTEST_ONLY = PERIOD_OPTIONS + ("--no-wait",)
+SWEEP_OPTIONS = ("--sweep", "--maximize", "--minimize", "--constraint")
+BACKTEST_ONLY = PERIOD_OPTIONS + ("--param",) + SWEEP_OPTIONS + ("--no-wait",)
 
 LOGIN_OPTIONS: list[Option] = [
     (("--url",), dict(help="server URL (default: %%config BlanklyMagics.url in a notebook, else "
@@ -99,8 +112,22 @@ def run_request(args: argparse.Namespace, config: "BlanklyConfig", kind: str, no
     """The RunRequest the deploy options (with the config for what they leave unset) ask for."""
     from ..workflow.run import RunRequest
 
+    parameters, sweep = overrides_of(args)
     return RunRequest.configured(
         config, kind, notebook=notebook, name=args.name, model=args.model, project=args.project, plan=args.plan,
         python_version=python, description=args.message or "", backtest_args=backtest_args,
-        wait=False if getattr(args, "no_wait", False) else None,
+        wait=False if getattr(args, "no_wait", False) else None, parameters=parameters or None, sweep=sweep,
     )
+
+
+def overrides_of(args: argparse.Namespace) -> tuple[dict, Any]:
+    """(``--param`` overrides, the ``Sweep`` of ``--sweep/--maximize/--minimize/--constraint`` or None)."""
+    from ..workflow.params import overrides
+    from ..workflow.sweeps import Sweep
+
+    parameters = overrides(getattr(args, "param", None))
+    if not getattr(args, "sweep", None):
+        return parameters, None
+    sweep = Sweep.from_options(args.sweep, maximize=args.maximize, minimize=args.minimize,
+                               constraints=args.constraint or ())
+    return parameters, sweep

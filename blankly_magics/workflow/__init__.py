@@ -16,7 +16,8 @@ One module per flow: ``build`` (the export/bundle pipeline), ``target`` and ``me
 model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``,
 ``fetch`` and ``listings`` (results), ``compare`` (backtests side by side), ``logs``, ``activity`` (a live model's orders and
 account value), ``keys`` (exchange keys kept by the server), ``backtest_args`` (the one
-parser of backtest periods and balances) and ``run`` (the end-to-end flow). Importing this
+parser of backtest periods and balances), ``params`` (parameter overrides and sweep grids),
+``sweeps`` (following a sweep, its table, cancelling it) and ``run`` (the end-to-end flow). Importing this
 package is cheap: the client, requests and the pipeline load when first used.
 """
 from __future__ import annotations
@@ -32,18 +33,20 @@ from .listings import backtests, models, projects, statuses, versions
 from .logs import LogCursor, LogSource, backtest_log, follow, model_log, read_all
 from .lookup import RunError, choose_plan, find_model_id, resolve_model, resolve_project
 from .memory import Memory, server_key
+from .params import ParameterError, overrides
 from .run import RunRequest, run
+from .sweeps import Sweep, cancel_sweep, fetch_sweep, list_sweeps, wait_for_sweep
 from .target import Target, choose_target
 from .upload import upload
 from .waiting import cancel_backtest, wait_for_backtest
 
 __all__ = [
-    "BacktestArgsError", "BuildFailed", "Cancel", "Feedback", "Interrupted", "KeysError", "LogCursor",
-    "LogSource", "Memory", "ModelSource", "RunError", "RunRequest", "Target", "backtest_args", "backtest_log",
-    "backtests", "build_model", "cancel_backtest", "choose_plan", "choose_target", "compare", "delete_keys",
-    "deployment_result", "fetch_backtest", "find_model_id", "follow", "follow_activity", "from_options",
-    "import_keys", "last_orders", "list_keys", "model_log", "models", "parse_balances", "projects",
-    "python_version", "read_activity", "read_all", "read_new", "read_notebook", "resolve_model",
-    "resolve_project", "run", "save_zip", "server_key", "set_keys", "statuses", "stop_model", "upload",
-    "versions", "wait_for_backtest",
+    "BacktestArgsError", "BuildFailed", "Cancel", "Feedback", "Interrupted", "KeysError", "LogCursor", "LogSource",
+    "Memory", "ModelSource", "ParameterError", "RunError", "RunRequest", "Sweep", "Target", "backtest_args",
+    "backtest_log", "backtests", "build_model", "cancel_backtest", "cancel_sweep", "choose_plan", "choose_target",
+    "compare", "delete_keys", "deployment_result", "fetch_backtest", "fetch_sweep", "find_model_id", "follow",
+    "follow_activity", "from_options", "import_keys", "last_orders", "list_keys", "list_sweeps", "model_log",
+    "models", "overrides", "parse_balances", "projects", "python_version", "read_activity", "read_all", "read_new",
+    "read_notebook", "resolve_model", "resolve_project", "run", "save_zip", "server_key", "set_keys", "statuses",
+    "stop_model", "upload", "versions", "wait_for_backtest", "wait_for_sweep",
 ]

@@ -2,8 +2,8 @@
 
 A face (the magics, the panel, the CLI, a script) hands every flow one
 :class:`Feedback`: lines to show, a status line updated in place, upload
-progress, raw log text, how its commands are spelled, and a :class:`Cancel`
-the face sets (the panel's Cancel button) and the flow checks. Ctrl-C arrives
+progress, a sweep's points done, raw log text, how its commands are spelled,
+and a :class:`Cancel` the face sets (the panel's Cancel button) and the flow checks. Ctrl-C arrives
 as ``KeyboardInterrupt`` instead; :mod:`.interrupts` treats both the same.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ from ..errors import BlanklyError
 from ..hints import NOTEBOOK, Hints
 
 Progress = Callable[[int, int], None]
+# A sweep's progress: (points ended, points in all, what to say beside it: failures, the best so far)
+Points = Callable[[int, int, str], None]
 
 
 class Interrupted(BlanklyError):
@@ -60,6 +62,7 @@ class Feedback:
     note: Callable[[str], None] = _ignore  # a line the user should read
     status: Callable[[str, str], None] = _ignore  # (text, state word): one line, updated in place
     progress: Optional[Progress] = None  # (bytes sent, bytes in all) of an upload
+    points: Optional[Points] = None  # a sweep's points ended (None: its state goes to ``status``)
     write: Callable[[str], None] = _ignore  # raw text, as a followed log delivers it
     hints: Hints = NOTEBOOK  # how the face spells the commands messages point to
     cancel: Cancel = field(default_factory=Cancel)

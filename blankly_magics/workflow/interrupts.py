@@ -14,6 +14,8 @@ answer yet           the upload made is looked up and remembered (or,    there; 
                      if the lookup fails, found by the next run)         the notebook adds to it
 waiting for a        the run stops waiting; the backtest goes on         the backtest, running
 backtest             (``cancel`` stops it on the server)
+waiting for a        the run stops waiting; the points go on (``cancel``  the sweep, its finished
+sweep                SWEEP_ID stops those not finished)                  points' results kept
 following a log      the following stops                                 the run, unchanged
 ===================  ==================================================  =========================
 """
@@ -63,6 +65,11 @@ def after_upload_unknown(name: str, hints: Hints) -> str:
 def while_waiting(backtest_id: str, hints: Hints) -> str:
     return (f"Stopped waiting. Backtest {backtest_id} keeps running on the server: "
             f"fetch it later with {hints.result(backtest_id)}")
+
+
+def while_sweeping(sweep_id: str, finished: int, total: int, hints: Hints) -> str:
+    return (f"Stopped waiting. Sweep {sweep_id} keeps running on the server ({finished} of {total} points "
+            f"finished): see it with {hints.sweep(sweep_id)}, or stop the rest with {hints.cancel(sweep_id)}")
 
 
 def while_following(what: str) -> str:

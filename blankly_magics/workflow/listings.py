@@ -71,11 +71,17 @@ def backtests(session: "Session", model: str, project: Optional[str] = None, sor
     """A model's backtests with their key metrics: newest first, or best first by ``sort``
     (return, sharpe, drawdown: the smallest first, trades)."""
     model_id = find_model_id(session, model, project)
-    cols = [("backtestId", "backtest"), ("status", "status"), ("versionId", "version"),
-            ("description", "description"), ("createdAt", "created")]
+    cols = [("backtestId", "backtest"), ("status", "status"), ("versionId", "version"), ("shown", "parameters"),
+            ("sweepId", "sweep"), ("description", "description"), ("createdAt", "created")]
     cols += [(key, header) for key, (header, _, _) in BACKTEST_METRICS.items()]
-    rows = sort_backtests([_with_metrics(r) for r in session.client.backtests(model_id)], sort)
+    rows = sort_backtests([dict(_with_metrics(r), shown=parameters_text(r.get("parameters")))
+                           for r in session.client.backtests(model_id)], sort)
     title = f"Backtests of model {model_id}"
     if sort != "created":
         title += f", by {BACKTEST_METRICS[sort][0]} (best first)"
     return Listing(title, cols, rows)
+
+
+def parameters_text(parameters: Optional[dict]) -> str:
+    """``low=25, high=75``: a run's overrides of the parameters cell, as listings show them."""
+    return ", ".join(f"{name}={value!r}" for name, value in (parameters or {}).items())

@@ -22,6 +22,7 @@ from .target import Target, remember
 if TYPE_CHECKING:
     from ..export import Bundle
     from ..session import Session
+    from .sweeps import Sweep
 
 STOP_GRACE = 10.0  # seconds a stopped upload has to notice it (its next chunk raises)
 
@@ -71,14 +72,18 @@ def upload(
     python_version: Optional[str] = None,
     description: str = "",
     backtest_args: Optional[dict] = None,
+    parameters: Optional[dict] = None,
+    sweep: Optional["Sweep"] = None,
 ) -> Optional[dict]:
-    """Send ``bundle`` to ``target`` for a ``kind`` ("backtest" or "live") run: the server's answer
-    ({"modelId", "versionId", "backtestId"...}), or None when the user stopped it (said in a note)."""
+    """Send ``bundle`` to ``target`` for a ``kind`` ("backtest" or "live") run, or a ``sweep`` of
+    backtests: the server's answer ({"modelId", "versionId", "backtestId" or "sweepId"...}), or None
+    when the user stopped it (said in a note)."""
     memory = Memory.of(session, notebook)
     watch = _Watch(feedback)
     job: Optional[interrupts.Background] = None
     try:
-        send = _sender(session, bundle, target, kind, plan, python_version, description, backtest_args)
+        send = _sender(session, bundle, target, kind, plan, python_version, description, backtest_args,
+                       parameters, sweep)
         with zip_on_disk(bundle) as path:
             if target.is_new:
                 try:
@@ -104,7 +109,8 @@ def upload(
 
 
 def _sender(session: "Session", bundle: "Bundle", target: Target, kind: str, plan: Optional[str],
-            python_version: Optional[str], description: str, backtest_args: Optional[dict]) -> Any:
+            python_version: Optional[str], description: str, backtest_args: Optional[dict],
+            parameters: Optional[dict] = None, sweep: Optional["Sweep"] = None) -> Any:
     """``send(zip_path, progress)``: the client call for this kind of run, its fields checked now."""
     client = session.client
     manifest = getattr(bundle, "manifest", None) or {}
@@ -118,8 +124,12 @@ def _sender(session: "Session", bundle: "Bundle", target: Target, kind: str, pla
     )
     if kind == "backtest":
         args = dict(manifest.get("backtest_args") or {}) if backtest_args is None else backtest_args
+        if sweep is not None:
+            return lambda path, progress: client.create_sweep(path, backtest_args=args, description=description,
+                                                              parameters=parameters, progress=progress,
+                                                              **sweep.fields(), **fields)
         return lambda path, progress: client.backtest(path, backtest_args=args, description=description,
-                                                      progress=progress, **fields)
+                                                      parameters=parameters, progress=progress, **fields)
     screener = manifest.get("screener") or {}
     schedule = screener.get("schedule") if manifest.get("type") == "screener" else None
     return lambda path, progress: client.deploy(path, version_description=description, schedule=schedule,

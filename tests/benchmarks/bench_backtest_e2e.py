@@ -25,37 +25,14 @@ import time
 import zipfile
 from pathlib import Path
 
-from .harness import QUICKSTART, REPO, Row, child_env, interleaved, median, spread, stop_process
+from .harness import QUICKSTART, REPO, Row, ShellWorker, child_env, interleaved, median, spread
 
 NAME = "backtest_e2e"
 STEP_TIMEOUT = 600.0
 
 WORKER = r"""
-import contextlib, io, json, sys, time
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
-
 cell = json.loads(sys.argv[1])
 save = sys.argv[2]
-reply = sys.stdout
-config = Config()
-config.HistoryAccessor.enabled = False
-shell = InteractiveShell.instance(config=config)
-
-def run(source):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        started = time.time()
-        result = shell.run_cell(source, store_history=True)
-        ended = time.time()
-    if not result.success:
-        error = result.error_in_exec or result.error_before_exec
-        raise SystemExit(f"the cell failed: {error}\n{out.getvalue()[-3000:]}")
-    return started, ended, out.getvalue()
-
-def answer(**data):
-    reply.write(json.dumps(data) + "\n")
-    reply.flush()
 
 run("%load_ext blankly_magics")
 t0, t1, _ = run("%blankly_login")
@@ -109,50 +86,22 @@ def copy_quickstart(folder: Path) -> Path:
     return folder / QUICKSTART.name
 
 
-class Worker:
+class Worker(ShellWorker):
     """The IPython worker process; ``step()`` runs the deploy cell once and returns its figures."""
 
     def __init__(self, tmp: Path, notebook: Path, save: Path) -> None:
-        self.env = child_env(
+        env = child_env(
             HOME=str(tmp / "home"), BLANKLY_MAGICS_HOME=str(tmp / "magics-home"),
             IPYTHONDIR=str(tmp / "ipython"), BLANKLY_NOTEBOOK_PATH=str(notebook),
         )
         (tmp / "home").mkdir()
-        self.log = open(tmp / "worker.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, json.dumps(deploy_cell(notebook)), str(save)],
-            env=self.env, cwd=notebook.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.log, text=True, start_new_session=True,
-        )
-        self.login = self._read()["login"]
-        self.cold = self._read()["cold"]
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            self.proc.wait(30)
-            self.log.seek(0)
-            raise RuntimeError(f"the IPython worker stopped ({self.proc.returncode}): {self.log.read()[-3000:]}")
-        return json.loads(line)
+        super().__init__(WORKER, [json.dumps(deploy_cell(notebook)), str(save)], env, notebook.parent,
+                         tmp / "worker.log")
+        self.login = self.read()["login"]
+        self.cold = self.read()["cold"]
 
     def step(self) -> dict:
-        self.proc.stdin.write("run\n")  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-        return self._read()
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()  # type: ignore[union-attr]
-            self.proc.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        stop_process(self.proc)
-        self.log.close()
-        # the embedded server is detached from the worker: stop it through its server.json
-        subprocess.run(
-            [sys.executable, "-c", "from blankly_magics.embedded import stop_local_server; stop_local_server()"],
-            env=self.env, timeout=60, check=False,
-        )
+        return self.ask("run")
 
 
 def settle(data_dir: Path, timeout: float = 30.0) -> None:

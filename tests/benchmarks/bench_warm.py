@@ -17,8 +17,6 @@ import json
 import math
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -159,6 +159,72 @@ def local_server(data_dir: Path, args: Sequence[str] = ()) -> ContextManager[Ser
     )
 
 
+# The start of every IPython worker's script: a real shell, ``run(source)`` runs a cell as a notebook
+# does (its output kept, its start and end times returned), ``answer(**data)`` replies a JSON line.
+SHELL_WORKER = r"""
+import contextlib, io, json, os, sys, time
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+config = Config()
+config.HistoryAccessor.enabled = False
+shell = InteractiveShell.instance(config=config)
+reply = sys.stdout
+
+def run(source):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        started = time.time()
+        result = shell.run_cell(source, store_history=True)
+        ended = time.time()
+    if not result.success:
+        error = result.error_in_exec or result.error_before_exec
+        raise SystemExit(f"the cell failed: {error!r}\n{out.getvalue()[-3000:]}")
+    return started, ended, out.getvalue()
+
+def answer(**data):
+    reply.write(json.dumps(data) + "\n")
+    reply.flush()
+"""
+
+
+class ShellWorker:
+    """A worker process running ``SHELL_WORKER`` + ``script`` with ``args``: ``ask(line)`` sends it a
+    line and returns its JSON answer; ``close()`` ends it and the embedded server it started."""
+
+    def __init__(self, script: str, args: Sequence[str], env: dict[str, str], cwd: Path, log: Path) -> None:
+        self.env = env
+        self.log = open(log, "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", SHELL_WORKER + script, *args], env=env, cwd=cwd,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     start_new_session=True)
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self.proc.wait(30)
+            self.log.seek(0)
+            raise RuntimeError(f"the IPython worker stopped ({self.proc.returncode}): {self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def ask(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return self.read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        stop_process(self.proc)
+        self.log.close()
+        # the embedded server is detached from the worker: stop it through its server.json
+        subprocess.run([sys.executable, "-c", "from blankly_magics.embedded import stop_local_server; "
+                        "stop_local_server()"], env=self.env, timeout=60, check=False)
+
+
 def format_value(value: float, unit: str) -> str:
     if unit == "ms":
         return f"{value:.1f} ms"

@@ -32,6 +32,7 @@ BENCHMARKS = {
     "backtest_e2e": "bench_backtest_e2e",
     "report": "bench_report",
     "warm": "bench_warm",
+    "sweep": "bench_sweep",
 }
 
 

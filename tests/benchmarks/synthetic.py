@@ -1,10 +1,14 @@
-"""A large, realistic research notebook for the export benchmark, written with nbformat.
+"""Synthetic inputs for the benchmarks: a large research notebook, and price bars of any length.
 
-Every fourth cell is markdown; the code cells cycle through what a quant's
-notebook holds: imports, helper functions and classes that use earlier ones,
-exploration with magics (``%time``, ``%%capture``, ``%matplotlib``), shell lines
-(``!pip install``, ``files = !ls``), a strategy in the middle. It builds without
-problems: every name is defined by an earlier cell.
+The notebook (the export benchmark's) is written with nbformat. Every fourth cell
+is markdown; the code cells cycle through what a quant's notebook holds: imports,
+helper functions and classes that use earlier ones, exploration with magics
+(``%time``, ``%%capture``, ``%matplotlib``), shell lines (``!pip install``,
+``files = !ls``), a strategy in the middle. It builds without problems: every name
+is defined by an earlier cell.
+
+The prices (the sweep benchmark's) are a seeded random walk of daily bars, as many
+as asked for, in the CSV form Blankly's ``PriceReader`` reads.
 """
 from __future__ import annotations
 
@@ -109,3 +113,37 @@ def write_synthetic_notebook(folder: Path, code_cells: int) -> Path:
 
 
 ENTRY = "if blankly.is_deployed:\n    strategy.start()\n"
+
+
+SYNTHETIC_SYMBOL = "SYN-USD"
+FIRST_BAR = 946684800  # 2000-01-01 00:00 UTC
+
+
+def write_synthetic_prices(path: Path, bars: int, seed: int = 7) -> Path:
+    """``bars`` daily bars of a random walk (``time,open,high,low,close,volume``, epoch seconds), the
+    same for the same ``bars`` and ``seed``: enough swings for an RSI strategy to trade."""
+    import math
+    import random
+
+    rng = random.Random(seed)
+    price, rows = 100.0, ["time,open,high,low,close,volume"]
+    for i in range(bars):
+        opened = price
+        price = opened * math.exp(rng.gauss(0.0003, 0.02))
+        high = max(opened, price) * (1 + abs(rng.gauss(0, 0.004)))
+        low = min(opened, price) * (1 - abs(rng.gauss(0, 0.004)))
+        volume = rng.randint(10**5, 10**6)
+        rows.append(f"{FIRST_BAR + i * 86400},{opened:.4f},{high:.4f},{low:.4f},{price:.4f},{volume}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def synthetic_period(bars: int, history: int = 60) -> tuple[str, str]:
+    """(start_date, end_date) of a backtest over ``bars`` synthetic bars, leaving ``history`` bars before it."""
+    import time
+
+    def day(i: int) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(FIRST_BAR + i * 86400))
+
+    return day(history), day(bars - 1)

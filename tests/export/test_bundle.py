@@ -19,7 +19,7 @@ import pytest
 from blankly_magics.export import BuildError, build_bundle, cells_from_sources
 from blankly_magics.export import collect
 from blankly_magics.server.zipcheck import inspect_model_zip
-from tests.fixtures_notebooks import BLANKLY_PIN, PRICES_CSV, RSI_ENTRY, rsi_cells, write_notebook
+from tests.fixtures_notebooks import BLANKLY_PIN, PRICES_CSV, RSI_ENTRY, write_notebook
 
 REAL_KEY = "PK7Q2M9Z4R8T1W6Y3B5N"
 REAL_SECRET = "s3cr3tVa1ueThatIsLongEnough42"

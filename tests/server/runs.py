@@ -121,6 +121,7 @@ class Recorder:
     def __init__(self) -> None:
         self.backtests: dict[str, list[dict]] = {}
         self.live: dict[str, list[dict]] = {}
+        self.sweeps: dict[str, list[dict]] = {}
         self._cond = threading.Condition()
 
     def on_backtest(self, backtest_id: str, fields: dict) -> None:
@@ -133,17 +134,26 @@ class Recorder:
             self.live.setdefault(model_id, []).append(dict(fields))
             self._cond.notify_all()
 
-    def backtest(self, backtest_id: str) -> dict:
+    def on_sweep(self, sweep_id: str, fields: dict) -> None:
+        with self._cond:
+            self.sweeps.setdefault(sweep_id, []).append(dict(fields))
+            self._cond.notify_all()
+
+    @staticmethod
+    def _merged(reports: list[dict]) -> dict:
         merged: dict = {}
-        for fields in self.backtests.get(backtest_id, []):
+        for fields in reports:
             merged.update(fields)
         return merged
 
+    def backtest(self, backtest_id: str) -> dict:
+        return self._merged(self.backtests.get(backtest_id, []))
+
     def live_state(self, model_id: str) -> dict:
-        merged: dict = {}
-        for fields in self.live.get(model_id, []):
-            merged.update(fields)
-        return merged
+        return self._merged(self.live.get(model_id, []))
+
+    def sweep(self, sweep_id: str) -> dict:
+        return self._merged(self.sweeps.get(sweep_id, []))
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 240.0) -> None:
         """Wait for a report, re-checking every 0.2 s too (some predicates read log files)."""
@@ -159,6 +169,10 @@ class Recorder:
         self.wait(lambda: self.backtest(backtest_id).get("status") in ("completed", "failed", "cancelled"),
                   timeout)
         return self.backtest(backtest_id)
+
+    def wait_sweep(self, sweep_id: str, timeout: float = 240.0) -> dict:
+        self.wait(lambda: self.sweep(sweep_id).get("status") in ("completed", "failed", "cancelled"), timeout)
+        return self.sweep(sweep_id)
 
     def wait_live(self, model_id: str, predicate: Callable[[dict], bool], timeout: float = 120.0) -> dict:
         self.wait(lambda: predicate(self.live_state(model_id)), timeout)

@@ -1,7 +1,7 @@
 """Running uploaded models, one idea a module:
 
 - ``service``: ``Runner``, the bookkeeping every route talks to;
-- ``backtests``, ``live``, ``screeners``: the queue, the supervisors, the schedules;
+- ``backtests``, ``sweeps``, ``live``, ``screeners``: the queues, the supervisors, the schedules;
 - ``executor``: the ``Executor`` interface between bookkeeping and where a process starts;
 - ``local``: ``LocalExecutor``, this machine, each process in a bubblewrap sandbox;
 - ``sandbox``: the sandbox's command line (what a run sees);
@@ -20,8 +20,10 @@ from .logs import LogSink, failure_reason, read_tail
 from .process import RUN_TOKEN_VAR
 from .sandbox import HOOK_DIR
 from .service import Runner
+from .sweeps import SweepJob
 
 __all__ = [
     "BacktestJob", "Executor", "Exit", "HOOK_DIR", "LOG_NAME", "LiveJob", "LocalExecutor", "LogSink",
-    "Prepared", "RUN_TOKEN_VAR", "RunFailed", "RunLimits", "RunRequest", "Runner", "failure_reason", "read_tail",
+    "Prepared", "RUN_TOKEN_VAR", "RunFailed", "RunLimits", "RunRequest", "Runner", "SweepJob", "failure_reason",
+    "read_tail",
 ]

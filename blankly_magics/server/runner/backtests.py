@@ -48,6 +48,7 @@ class BacktestJob:
     limits: RunLimits = field(default_factory=RunLimits)
     user_id: str = ""  # given to the model as UID (defaults to project_id: the personal project's id)
     secrets: SecretFiles = field(default=dict, repr=False, compare=False)
+    parameters: dict[str, Any] = field(default_factory=dict)  # overrides of the parameters cell (BLANKLY_PARAMETERS)
 
 
 @dataclass
@@ -156,17 +157,7 @@ class Backtests:
         self.report(run.job.backtest_id, fields)
 
     def _request(self, job: BacktestJob, folder: RunFolder) -> RunRequest:
-        env = platform_vars(project_id=job.project_id, model_id=job.model_id, version_id=job.version_id,
-                            user_id=job.user_id, model_type=job.model_type)
-        env.update({
-            "BACKTESTING": "1",
-            "BACKTESTING_ID": job.backtest_id,
-            "BACKTESTING_ARGS": base64.b64encode(json.dumps(job.backtest_args or {}).encode()).decode(),
-        })
-        return RunRequest(run_id=f"backtest-{job.backtest_id}", kind="backtest", folder=folder.root,
-                          zip_path=job.zip_path, version_id=job.version_id, python_version=job.python_version,
-                          env=env, limits=job.limits, deadline=True, network=self.network,
-                          secret_files=job.secrets())
+        return backtest_request(job, folder.root, self.network)
 
     def _run(self, run: _Backtest) -> None:
         job = run.job
@@ -197,27 +188,54 @@ class Backtests:
         self._conclude(run, end, log)
 
     def _conclude(self, run: _Backtest, end: Exit, log: LogSink) -> None:
-        code, reason = end.code, end.reason
-        result = read_json_report(end.reports, "backtest_result.json")
-        if reason == STOPPED or (reason is None and run.cancelled.is_set()):
-            reason = run.stop_reason or CANCELLED
-            log.note(reason)
-            self._finish(run, {"status": self._stop_status(run), "exit_code": code, "error": reason})
-        elif reason is not None:
-            log.note(reason)
-            self._finish(run, {"status": "failed", "exit_code": code, "error": reason})
-        elif code != 0:
-            error = with_network_hint(failure_reason(log.tail(16000), code), self.network)
-            self._finish(run, {"status": "failed", "exit_code": code, "error": error})
-        elif result is None:
-            self._finish(run, {"status": "failed", "exit_code": code, "error": NO_RESULT})
-        else:
-            result.pop("blankly_backtest_id", None)
-            self._finish(run, {"status": "completed", "exit_code": code, "error": None, "result": result})
+        stopped = (run.stop_reason or CANCELLED) if run.cancelled.is_set() else None
+        self._finish(run, ended_fields(end, log, stopped=stopped, network=self.network))
 
     @staticmethod
     def _stop_status(run: _Backtest) -> str:
-        return "cancelled" if run.stop_reason == CANCELLED else "failed"
+        return stop_status(run.stop_reason)
+
+
+def stop_status(reason: Optional[str]) -> str:
+    """A backtest stopped for ``reason``: cancelled by its user, or failed (the server stopped)."""
+    return "cancelled" if reason == CANCELLED else "failed"
+
+
+def ended_fields(end: Exit, log: LogSink, *, stopped: Optional[str], network: bool) -> dict[str, Any]:
+    """What a backtest whose process ended reports; ``stopped`` is why it was asked to stop (None: it was not)."""
+    code, reason = end.code, end.reason
+    result = read_json_report(end.reports, "backtest_result.json")
+    if reason == STOPPED or (reason is None and stopped is not None):
+        reason = stopped or CANCELLED
+        log.note(reason)
+        return {"status": stop_status(reason), "exit_code": code, "error": reason}
+    if reason is not None:
+        log.note(reason)
+        return {"status": "failed", "exit_code": code, "error": reason}
+    if code != 0:
+        error = with_network_hint(failure_reason(log.tail(16000), code), network)
+        return {"status": "failed", "exit_code": code, "error": error}
+    if result is None:
+        return {"status": "failed", "exit_code": code, "error": NO_RESULT}
+    result.pop("blankly_backtest_id", None)
+    return {"status": "completed", "exit_code": code, "error": None, "result": result}
+
+
+def backtest_request(job: BacktestJob, folder: Path, network: bool) -> RunRequest:
+    """The executor's request for one backtest: the platform's variables, its arguments and parameters."""
+    env = platform_vars(project_id=job.project_id, model_id=job.model_id, version_id=job.version_id,
+                        user_id=job.user_id, model_type=job.model_type)
+    env.update({
+        "BACKTESTING": "1",
+        "BACKTESTING_ID": job.backtest_id,
+        "BACKTESTING_ARGS": base64.b64encode(json.dumps(job.backtest_args or {}).encode()).decode(),
+    })
+    if job.parameters:
+        env["BLANKLY_PARAMETERS"] = base64.b64encode(json.dumps(job.parameters).encode()).decode()
+    return RunRequest(run_id=f"backtest-{job.backtest_id}", kind="backtest", folder=folder,
+                      zip_path=job.zip_path, version_id=job.version_id, python_version=job.python_version,
+                      env=env, limits=job.limits, deadline=True, network=network,
+                      secret_files=job.secrets())
 
 
 def limits_text(limits: RunLimits, deadline: bool) -> str:

@@ -20,10 +20,11 @@ from .live import LiveCallback, LiveJob, LiveModels
 from .local import LocalExecutor
 from .reports import PAGE_BYTES, ReportPage, read_report_page
 from .sandbox import find_bwrap
+from .sweeps import SweepCallback, SweepJob, Sweeps
 
 
 class Runner:
-    """Owns every run the server starts: the backtest queue and the live models."""
+    """Owns every run the server starts: the backtest queue, the sweeps and the live models."""
 
     def __init__(
         self,
@@ -39,16 +40,20 @@ class Runner:
         stable_after: float = 300.0,
         executor: Optional[Executor] = None,
         network: bool = True,
+        on_sweep: Optional[SweepCallback] = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.on_backtest = on_backtest
         self.on_live = on_live
+        self.on_sweep = on_sweep
         self.grace = grace
         self.executor = executor or LocalExecutor(self.data_dir, find_bwrap(), grace=grace)
         runs = self.data_dir / "runs"
-        self.backtests = Backtests(runs, self.executor, self._report_backtest,
-                                   max_workers=max(1, max_workers or os.cpu_count() or 1),
+        workers = max(1, max_workers or os.cpu_count() or 1)
+        self.backtests = Backtests(runs, self.executor, self._report_backtest, max_workers=workers,
                                    log_max_bytes=log_max_bytes, network=network)
+        self.sweeps = Sweeps(runs, self.executor, self._report_backtest, self._report_sweep, parallel=workers,
+                             log_max_bytes=log_max_bytes, network=network)
         self.live = LiveModels(runs, self.executor, on_live, max_restarts=max_restarts,
                                restart_backoff=restart_backoff, grace=grace, log_max_bytes=log_max_bytes,
                                stable_after=stable_after, network=network)
@@ -81,14 +86,17 @@ class Runner:
                     "error": "the server restarted; the model's previous process was stopped",
                 })
         self.backtests.start()
+        self.sweeps.start()
 
     def shutdown(self, stop_live: bool = True) -> None:
         """Stop the workers and every run (live ones too when ``stop_live``)."""
         self._closing = True
         self.backtests.stop()  # every run is asked to stop at once, then waited for
+        self.sweeps.stop()
         if stop_live:
             self.live.stop_all()
         self.backtests.join(self.grace + 10)
+        self.sweeps.join(self.grace + 10)
         self.executor.close()
         self._started = False
 
@@ -100,6 +108,13 @@ class Runner:
         try:
             self.on_backtest(backtest_id, fields)
         except Exception:  # the app's bug must not kill a worker or leave a process behind
+            traceback.print_exc()
+
+    def _report_sweep(self, sweep_id: str, fields: dict[str, Any]) -> None:
+        try:
+            if self.on_sweep is not None:
+                self.on_sweep(sweep_id, fields)
+        except Exception:
             traceback.print_exc()
 
     def _check_open(self) -> None:
@@ -123,6 +138,24 @@ class Runner:
     def backtest_log(self, backtest_id: str) -> Path:
         """Path of the backtest's combined stdout/stderr log (may not exist yet)."""
         return self.backtests.log_path(backtest_id)
+
+    # -- sweeps ------------------------------------------------------------------
+
+    def submit_sweep(self, job: SweepJob) -> None:
+        """Queue a sweep; returns at once. Its points report as backtests, the sweep through on_sweep."""
+        self._check_open()
+        self.sweeps.submit(job)
+
+    def cancel_sweep(self, sweep_id: str) -> bool:
+        return self.sweeps.cancel(sweep_id)
+
+    def cancel_point(self, backtest_id: str) -> Optional[str]:
+        """Skip a sweep's point that has not started ("skipped"); "running" if it has; None if no sweep holds it."""
+        return self.sweeps.cancel_point(backtest_id)
+
+    def sweep_finished(self, sweep_id: str) -> Optional[int]:
+        """How many points of a sweep running here have ended (None: none such runs here now)."""
+        return self.sweeps.finished(sweep_id)
 
     # -- live models -------------------------------------------------------------
 

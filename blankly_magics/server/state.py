@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import uploads
+from .identity import server_id
 from .config import ServerConfig
 from .runner import Runner
 from .store import TMP_DIR, Store
@@ -22,6 +23,8 @@ class Server:
     id_tokens: IdTokens
     writer: uploads.Writer
     tmp_dir: Path = field(init=False)  # where uploads are received and written
+    server_id: str = field(init=False)  # the data dir's stable id (identity.py), reported to clients
 
     def __post_init__(self) -> None:
         self.tmp_dir = self.config.data_dir / TMP_DIR
+        self.server_id = server_id(self.config.data_dir)

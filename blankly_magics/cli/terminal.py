@@ -59,6 +59,9 @@ class TerminalFace:
         except BlanklyError:
             return None
 
+    def notebook(self) -> None:
+        return None  # a terminal runs in no notebook: commands name their model
+
     def close(self) -> None:
         self.bar.close()
         if self._session is not None:

@@ -30,8 +30,10 @@ def deployment_result(
     session: "Session", model_id: str, *, answer: Optional[dict] = None, name: Optional[str] = None,
     hints: Hints = NOTEBOOK,
 ) -> DeployResult:
-    """The live state of a model (after a deploy, ``answer`` carries its version)."""
+    """The live state of a model (after a deploy, ``answer`` carries its version), named."""
     state = session.client.deployment(model_id)
+    if name is None:
+        name = model_name(session, model_id)
     source = model_log(session, model_id)
     return DeployResult.from_api(answer or {"modelId": model_id}, state, name=name,
                                  fetch_logs=lambda: read_all(source), commands=hints)
@@ -41,3 +43,13 @@ def stop_model(session: "Session", model_id: str) -> str:
     """Stop a live model; the line to show."""
     answer = session.client.kill(model_id)
     return f"Model {model_id}: {answer.get('state') or answer.get('status')}"
+
+
+def model_name(session: "Session", model_id: str) -> Optional[str]:
+    """A model's name (None when the server cannot say)."""
+    from ..client import DeploymentError
+
+    try:
+        return session.client.model_details(model_id).get("name")
+    except DeploymentError:
+        return None

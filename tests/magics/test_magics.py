@@ -132,6 +132,20 @@ def test_bad_subcommands(cells):
     assert cells.fails("%blankly_deploy --backtest").startswith("%%blankly_deploy is a cell magic")
 
 
+def test_a_typo_gets_did_you_mean_and_deploy_points_to_the_cell_magic(cells):
+    typo = cells.fails("%blankly stauts")
+    assert typo.startswith("%blankly: argument SUBCOMMAND: invalid choice: 'stauts' (choose from 'projects', ")
+    assert typo.endswith("'panel'); did you mean 'status'? (see `%blankly --help`)")
+    assert "did you mean" not in cells.fails("%blankly xyzzy")
+    assert cells.fails("%blankly deploy --model RSI") == (
+        "%blankly deploy: deploying is the cell magic %%blankly_deploy: put it on the first line of the cell that "
+        "holds the entry point, e.g. strategy.start()"
+    )
+    assert cells.fails("%blankly backtest").startswith("%blankly backtest: backtesting is the cell magic "
+                                                       "%%blankly_deploy --backtest")
+    assert cells.fails("%blankly login") == "%blankly login: signing in is %blankly_login"
+
+
 def test_empty_deploy_cell(cells, rsi_notebook):
     assert cells.fails(f"%%blankly_deploy --dry-run --notebook {rsi_notebook}\n\n").startswith(
         "the %%blankly_deploy cell is empty"
@@ -419,7 +433,7 @@ def test_deploy_live_watch_and_stop(cells, alice, tmp_path):
     out = cells.run(f"%%blankly_deploy --notebook {nb} --name ticker -m 'v1'\n{entry}")
     deployed = cells.last
     assert deployed.status in ("starting", "running"), out
-    assert f"Model {deployed.model_id} version {deployed.version_id}: {deployed.status}" in out
+    assert f"Model ticker ({deployed.model_id}) version {deployed.version_id}: {deployed.status}" in out
     assert f"%blankly logs --model {deployed.model_id} --follow" in out
     assert f"%blankly stop --model {deployed.model_id}" in out
 
@@ -434,6 +448,29 @@ def test_deploy_live_watch_and_stop(cells, alice, tmp_path):
     assert out == f"Model {deployed.model_id}: stopped\n"
     out = cells.run("%blankly logs --model ticker --follow")  # prints what there is, then sees it stopped
     assert "tick" in out and out.endswith(f"(model {deployed.model_id} is not running any more)\n")
+
+
+def test_logs_fall_back_to_this_notebooks_model_and_status_names_it_and_says_stopped(cells, alice, tmp_path):
+    nb = write_notebook(tmp_path / "ticker.ipynb", ["#| blankly\nimport time\n"])
+    cells.run(f"%config BlanklyMagics.notebook = '{nb}'")  # what the kernel finds in JupyterLab
+    assert cells.fails("%blankly logs") == ("%blankly logs: give --model ID_OR_NAME or --backtest BACKTEST_ID "
+                                            "(this notebook has run no model on this server yet)")
+    cells.run("%%blankly_deploy\nwhile True:\n    print('beat', flush=True)\n    time.sleep(0.5)")
+    model_id = cells.last.model_id
+    deadline = time.monotonic() + 120
+    while "beat" not in (out := cells.run("%blankly logs")):  # no --model: the one this notebook ran
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert out.startswith("(the log of model ticker, the one this notebook ran last)\n")
+    listed = cells.run("%blankly status").splitlines()
+    head = listed.index("Model status (1)")
+    assert listed[head + 1].split() == ["model", "project", "state", "since", "id", "version"]
+    assert listed[head + 2].split()[:3] == ["ticker", "Personal", "running"] and model_id in listed[head + 2]
+
+    assert cells.run("%blankly stop --model ticker") == f"Model {model_id}: stopped\n"
+    status = cells.run("%blankly status --model ticker")
+    assert f"\nModel ticker ({model_id}) version " in status and ": stopped\n" in status
+    assert "exit code" not in status and "%blankly" not in status  # nothing to watch or stop
 
 
 @pytest.mark.slow

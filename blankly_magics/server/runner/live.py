@@ -194,9 +194,9 @@ class LiveModels:
         while True:
             end = self.run_once(live, prepared, log, {"state": "running", "restarts": restarts, "exit_code": None,
                                                       "version_id": live.job.version_id})
-            if end.reason == STOPPED:
+            if end.reason == STOPPED:  # asked for: its signal's exit code says nothing to the user
                 log.note("stopped")
-                self.end(live, {"state": "stopped", "exit_code": end.code, "error": None})
+                self.end(live, {"state": "stopped", "exit_code": None, "error": None})
                 return
             if end.reason is None and end.code == 0:
                 log.note("the script ended by itself (exit code 0)")

@@ -41,11 +41,20 @@ async def model_logs(request: Request, user: User) -> dict[str, Any]:
 
 
 async def backtest_status(request: Request, user: User) -> dict[str, Any]:
-    return owned_backtest(server_of(request), user, await read_fields(request)).to_api()
+    server = server_of(request)
+    return with_progress(server, owned_backtest(server, user, await read_fields(request)).to_api())
 
 
 async def backtest_result(request: Request, user: User) -> dict[str, Any]:
-    return owned_backtest(server_of(request), user, await read_fields(request)).to_api(with_result=True)
+    server = server_of(request)
+    return with_progress(server, owned_backtest(server, user, await read_fields(request)).to_api(with_result=True))
+
+
+def with_progress(server: Any, status: dict[str, Any]) -> dict[str, Any]:
+    """A backtest's status with the step its environment's build is at ("building"; else None)."""
+    building = status["status"] == "building"
+    status["progress"] = server.runner.progress("backtest", status["backtestId"]) if building else None
+    return status
 
 
 async def backtest_logs(request: Request, user: User) -> dict[str, Any]:

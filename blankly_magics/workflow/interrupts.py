@@ -14,6 +14,8 @@ answer yet           the upload made is looked up and remembered (or,    there; 
                      if the lookup fails, found by the next run)         the notebook adds to it
 waiting for a        the run stops waiting; the backtest goes on         the backtest, running
 backtest             (``cancel`` stops it on the server)
+waiting for a live   the run stops waiting; the model goes on getting    the model, deployed
+model to start       ready (``stop`` stops it)
 following a log      the following stops                                 the run, unchanged
 ===================  ==================================================  =========================
 """
@@ -63,6 +65,11 @@ def after_upload_unknown(name: str, hints: Hints) -> str:
 def while_waiting(backtest_id: str, hints: Hints) -> str:
     return (f"Stopped waiting. Backtest {backtest_id} keeps running on the server: "
             f"fetch it later with {hints.result(backtest_id)}")
+
+
+def while_starting(model_id: str, hints: Hints) -> str:
+    return (f"Stopped waiting. Model {model_id} keeps starting on the server: "
+            f"check it with {hints.status(model_id)}, stop it with {hints.stop(model_id)}")
 
 
 def while_following(what: str) -> str:

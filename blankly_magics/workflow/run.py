@@ -1,9 +1,10 @@
 """A backtest or a live deployment of a notebook's model, end to end, for every face.
 
 ``run`` chooses the target model, builds the model for it, uploads it, remembers the
-model for the notebook's next run, and for a backtest waits for the result: the
-magics' ``%%blankly_deploy``, the CLI's ``backtest``/``deploy`` and the panel's
-buttons all go through it, so they choose, say and stop alike.
+model for the notebook's next run, and waits: for a backtest's result, or while a live
+model starts (and builds its environment). The magics' ``%%blankly_deploy``, the CLI's
+``backtest``/``deploy`` and the panel's buttons all go through it, so they choose, say
+and stop alike.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from . import interrupts
 from .build import ModelSource
 from .feedback import Feedback
 from .fetch import deployment_result, fetch_backtest
+from .live import wait_until_started
 from .target import choose_target
 from .upload import upload
 from .waiting import wait_for_backtest
@@ -83,6 +85,8 @@ def run(
         return None
     model_id = str(answer.get("modelId") or target.model_id or "")
     if request.kind == "live":
+        if request.wait:  # while it starts (its environment may be built first)
+            wait_until_started(session, model_id, feedback, poll=request.poll, timeout=request.timeout)
         return deployment_result(session, model_id, answer=answer, name=target.name, hints=feedback.hints)
     backtest_id = str(answer.get("backtestId"))
     feedback.note(f"Backtest {backtest_id} queued (model {model_id}, version {answer.get('versionId')})")

@@ -139,3 +139,7 @@ class Runner:
 
     def live_status(self, model_id: str) -> Optional[dict[str, Any]]:
         return self.live.status(model_id)
+
+    def progress(self, kind: str, run_id: str) -> Optional[str]:
+        """The step a "building" run's environment build is at (``kind``: "backtest" or "live")."""
+        return (self.backtests if kind == "backtest" else self.live).progress(run_id)

@@ -83,6 +83,7 @@ def test_disk_differs_when_a_run_edit_was_not_saved(shell, rsi_notebook):
     found = locate.locate(shell, str(rsi_notebook))
     assert found.path == rsi_notebook.resolve()
     assert found.note == locate.STALE_NOTE
+    assert found.edited == (3,)  # the logic cell, the fourth in JupyterLab (its markdown cell counts)
     assert [c.source for c in found.cells if c.cell_type == "code"][2] == RSI_LOGIC  # cells come from the file
 
 
@@ -93,7 +94,8 @@ def test_disk_matches_when_the_saved_version_was_run_last(shell, rsi_notebook):
     assert locate.locate(shell, str(rsi_notebook)).note is None
     # a scratch cell that is nowhere on disk also means the file differs from what ran
     shell.record_as_cells("print(strategy)")
-    assert locate.locate(shell, str(rsi_notebook)).note == locate.STALE_NOTE
+    scratch = locate.locate(shell, str(rsi_notebook))
+    assert scratch.note == locate.STALE_NOTE and scratch.edited == ()  # a new cell: no saved cell was edited
 
 
 def test_no_history_no_note(shell, rsi_notebook):

@@ -85,6 +85,7 @@ class BlanklyPanel:
     def _shared_widgets(self) -> None:
         self.progress = W.IntProgress(value=0, min=0, max=100, description="Upload",
                                       style={"description_width": "56px"}, layout=W.Layout(width="240px"))
+        self.progress.add_class("blankly-panel-upload")
         show(self.progress, False)
         self.cancel_button = W.Button(description="Cancel", icon="times", tooltip="Stop this run")
         self.cancel_button.add_class("blankly-panel-cancel")
@@ -193,7 +194,10 @@ class BlanklyPanel:
         source = cells.source(backtest_args or None, request.python_version)
         self.clear_results()
         self.say("Building\u2026", "work")
-        result = run(sess, request, source, self.feedback(upload=True))
+        try:
+            result = run(sess, request, source, self.feedback(upload=True))
+        finally:
+            show(self.progress, False)  # the upload bar is for the upload only
         target.adopt(getattr(result, "model_id", None))
         if result is None:
             self.say(self.last_note or "Stopped.")

@@ -226,6 +226,18 @@ def test_unsaved_edits_are_reported(cells, rsi_notebook):
                           "to deploy your latest edits\n")
 
 
+def test_a_build_error_says_it_comes_from_the_saved_notebook_whose_cell_was_edited_since(cells, tmp_path):
+    saved = "#| blankly\ndef size():\n    return LIMIT * 2\n"  # LIMIT: defined nowhere in the saved file
+    notebook = write_notebook(tmp_path / "draft.ipynb", ["#| blankly\nimport math\n", saved])
+    cells.ip.run_cell("#| blankly\nimport math\n", store_history=True)
+    cells.ip.run_cell("#| blankly\ndef size():\n    return 10 * 2\n", store_history=True)  # fixed, not saved
+    message = cells.fails(f"%%blankly_deploy --dry-run --notebook {notebook}\nprint(size())")
+    assert message.startswith("In the saved draft.ipynb (cell 2 was edited since it was saved: save it with "
+                              "Ctrl-S to build what you ran): cannot build the model: cell 2 (`def size():`)")
+    assert "LIMIT" in message
+    assert "Note: the notebook on disk differs" not in cells.seen[-1]  # said once, in the error
+
+
 # ------------------------------------------------------------ signing in
 
 

@@ -14,8 +14,10 @@ call these functions, and render what comes back; a script can do the same::
 One module per flow: ``build`` (the export/bundle pipeline), ``target`` and ``memory``
 (which model a run goes to; the side file that keeps any face from making a second
 model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``,
-``fetch`` and ``listings`` (results), ``logs``, ``backtest_args`` (the one parser of
-backtest periods and balances) and ``run`` (the end-to-end flow). Importing this
+``live`` (a live model while it starts, and followed until its state is final),
+``states`` (what a run's state means), ``fetch`` and ``listings`` (results), ``logs``,
+``backtest_args`` (the one parser of backtest periods and balances) and ``run`` (the
+end-to-end flow). Importing this
 package is cheap: the client, requests and the pipeline load when first used.
 """
 from __future__ import annotations

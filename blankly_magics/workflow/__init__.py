@@ -17,8 +17,8 @@ model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``
 ``live`` (a live model while it starts, and followed until its state is final),
 ``states`` (what a run's state means), ``fetch`` and ``listings`` (results), ``logs``,
 ``backtest_args`` (the one parser of backtest periods and balances) and ``run`` (the
-end-to-end flow). Importing this
-package is cheap: the client, requests and the pipeline load when first used.
+end-to-end flow). Importing this package is cheap: the client, requests and the
+pipeline load when first used.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from IPython.display import HTML, display
 
 from ..config import BlanklyConfig, active
 from ..errors import BlanklyError
-from ..hints import NOTEBOOK
+from ..hints import PANEL
 from ..workflow.feedback import Cancel, Feedback
 from .backtest import BacktestSection
 from .cells import CellsSection
@@ -278,7 +278,7 @@ class BlanklyPanel:
             self.progress.value = 0
             show(self.progress, True)
         return Feedback(note=self._note, status=lambda text, word: self.say(text + "\u2026", "work"),
-                        progress=self._progress if upload else None, hints=NOTEBOOK,
+                        progress=self._progress if upload else None, hints=PANEL,
                         cancel=self._cancel or Cancel())
 
     def _note(self, text: str) -> None:

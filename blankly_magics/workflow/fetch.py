@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Optional
 from ..hints import NOTEBOOK, Hints
 from ..results import BacktestResult, DeployResult
 from .logs import backtest_log, model_log, read_all, tail_bytes
+from .periods import empty_period_error
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -22,6 +23,9 @@ def fetch_backtest(session: "Session", backtest_id: str, hints: Hints = NOTEBOOK
     """A backtest's status and, once it completed, its metrics, account values and trades
     (the end of its log when it failed)."""
     payload = session.client.backtest_result(backtest_id)
+    explained = empty_period_error(payload.get("error"), payload.get("args"), hints)
+    if explained:  # said once, in the face's words: Blankly's own advice (to="1y") misleads here
+        return result_from(session, dict(payload, error=explained), hints)
     tail = tail_bytes(backtest_log(session, backtest_id)) if payload.get("status") == "failed" else ""
     return result_from(session, payload, hints, log_tail=tail)
 

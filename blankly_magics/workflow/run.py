@@ -18,6 +18,7 @@ from .build import ModelSource
 from .feedback import Feedback
 from .fetch import deployment_result, fetch_backtest
 from .live import wait_until_started
+from .periods import fill_period
 from .target import choose_target
 from .upload import upload
 from .waiting import wait_for_backtest
@@ -77,10 +78,15 @@ def run(
         feedback.note(interrupts.before_upload())
         return None
     what = "backtest" if request.kind == "backtest" else "deploy"
+    backtest_args = request.backtest_args
+    if request.kind == "backtest":  # no period given: the price file's, when the code reads one
+        backtest_args, said = fill_period(backtest_args, bundle)
+        if said:
+            feedback.note(f"{said} (give another with {feedback.hints.period})")
     feedback.note(f"Uploading to {target.describe()} on {session.url} for a {what}...")
     answer = upload(session, bundle, target, feedback, kind=request.kind, notebook=request.notebook,
                     plan=request.plan, python_version=request.python_version, description=request.description,
-                    backtest_args=request.backtest_args)
+                    backtest_args=backtest_args)
     if answer is None:
         return None
     model_id = str(answer.get("modelId") or target.model_id or "")

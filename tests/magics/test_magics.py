@@ -416,6 +416,21 @@ def test_backtest_the_rsi_notebook_and_inspect_it(cells, alice, rsi_notebook):
 
 
 @pytest.mark.slow
+def test_no_period_backtests_the_price_files_span_and_an_empty_one_says_what_was_tried(cells, alice, rsi_notebook):
+    cell = f"%%blankly_deploy --backtest --notebook {rsi_notebook} --initial USD=10000{{}}\n".format
+    out = cells.run(cell("") + RSI_ENTRY)
+    assert ("No backtest period given: backtesting GOOG-USD-1d.csv's, 2010-03-10 to 2013-03-01 (give another "
+            "with --start YYYY-MM-DD --end YYYY-MM-DD)") in out
+    assert cells.last.status == "completed" and cells.last.args["start_date"] == "2010-03-10", out
+
+    out = cells.run(cell(" --to 1y") + RSI_ENTRY)  # the last year: the shipped prices end in 2013
+    said = ("no prices in the backtest period (the last 1y (to: 1y)): give a start and an end within your data "
+            "with --start YYYY-MM-DD --end YYYY-MM-DD")
+    assert cells.last.status == "failed" and cells.last.error == said
+    assert out.count(said) == 1 and "Try adding arguments" not in out  # once, and not Blankly's advice
+
+
+@pytest.mark.slow
 def test_failed_backtest_shows_reason_and_log_tail(cells, alice, tmp_path):
     nb = write_notebook(tmp_path / "boom.ipynb", ["import blankly\n", "def boom():\n    raise RuntimeError('no data here')\n"])
     out = cells.run(f"%%blankly_deploy --backtest --notebook {nb}\nboom()")

@@ -5,6 +5,7 @@ executor that runs it at once, so each click has finished when it returns.
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -186,6 +187,21 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
     # A new panel on the same notebook picks the model it used last (the magics' side file).
     again = make_panel()
     assert again.target.model_dd.value == model_id and again.target.model_name.layout.display == "none"
+
+
+@pytest.mark.slow
+@pytest.mark.blankly
+def test_a_period_without_prices_is_said_once_naming_the_panels_fields(make_panel, local_server) -> None:
+    panel = make_panel()
+    sign_in_with_form(panel, local_server)
+    panel.backtest.to_input.value = "1y"  # the shipped prices end in 2013
+    panel.backtest.initial_input.value = "USD=10000"
+    panel.backtest.backtest_button.click()
+    said = ("no prices in the backtest period (the last 1y (to: 1y)): give a start and an end within your data "
+            "with the panel's Start and End fields")
+    assert panel.status_text.endswith("failed: the reason is below."), panel.status_text
+    shown = html.unescape(results_html(panel)) + panel.status_text
+    assert shown.count(said) == 1 and "Try adding arguments" not in shown
 
 
 def test_a_typed_token_wins_over_the_environment_and_never_enters_it(make_panel, local_server, monkeypatch) -> None:

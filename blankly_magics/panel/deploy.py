@@ -159,17 +159,18 @@ class DeploySection(Section):
 
 def _names(session: Any, result: Any) -> dict:
     """The model's, its project's and its version's names, as the card shows them."""
+    from ..client import DeploymentError
     from ..workflow.lookup import project_names
 
     names = {"model": result.name or result.model_id, "project": "", "version": (result.version_id or "?")[:8]}
     try:
         details = session.client.model_details(result.model_id)
         names["project"] = project_names(session).get(details.get("projectId"), "")
-        numbers = {v.get("versionId"): v.get("number") for v in details.get("versions") or []}
-        if numbers.get(result.version_id) is not None:
-            names["version"] = str(numbers[result.version_id])
-    except Exception:  # noqa: BLE001 - the card still shows ids
-        pass
+    except DeploymentError:  # the card names what it can
+        return names
+    numbers = {v.get("versionId"): v.get("number") for v in details.get("versions") or []}
+    if numbers.get(result.version_id) is not None:
+        names["version"] = str(numbers[result.version_id])
     return names
 
 

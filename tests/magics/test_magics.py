@@ -383,7 +383,8 @@ def test_backtest_the_rsi_notebook_and_inspect_it(cells, alice, rsi_notebook):
     # the notebook remembers its model: the next backtest adds a version to it
     model_id = result.model_id
     remembered = json.loads((rsi_notebook.parent / ".blankly_magics.json").read_text())
-    assert remembered["models"][f"{alice.url}|rsi.ipynb"]["modelId"] == model_id
+    server_id = alice.health()["serverId"]  # by the server's identity, whatever its URL
+    assert remembered["models"][f"server:{server_id}|rsi.ipynb"]["modelId"] == model_id
     out = cells.run(f"{RSI_BACKTEST.format(nb=rsi_notebook)} --no-wait\n{RSI_ENTRY}")
     assert f"Uploading to model rsi ({model_id})" in out
     second = cells.last

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .envs import BUILD_LOG, BuildLog
+from .building import BUILD_LOG, BuildLog
 from .executor import Executor, Exit, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id, read_json_report
 from .logs import LogSink, failure_reason, with_network_hint
@@ -186,7 +186,10 @@ class Backtests:
         keep_report = True
         build = BuildLog(folder.root / BUILD_LOG, log, lambda step: self._building(run, step))
         try:
-            prepared = self.executor.prepare(self._request(job, folder), build, run.cancelled)
+            try:
+                prepared = self.executor.prepare(self._request(job, folder), build, run.cancelled)
+            finally:
+                build.done()
             if run.progress is not None:
                 run.progress = None
                 log.note(f"built the environment in {build.seconds:.0f} s")

@@ -11,10 +11,7 @@ are confined (local.py), plain processes otherwise (``Unconfined``). pip runs
 a requirement's build scripts, which are the model author's code like the
 model itself.
 
-A build's output goes to a ``BuildLog`` beside the run's log, not into it: the
-model's log holds the model's output (and, when a build fails, the build's), and
-each step the build takes ("pip: collecting pandas") is handed to the bookkeeping,
-which reports the run as "building" with that step as its progress.
+A build's output goes to a ``building.BuildLog`` beside the run's log, not into it.
 """
 from __future__ import annotations
 
@@ -34,13 +31,11 @@ from typing import Callable, Optional, Protocol
 
 from ...files import private_dir
 from .folders import write_new
-from .logs import LogSink
 
 SERVER_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _VERSION_RE = re.compile(r"^python(\d+\.\d+)$")
 _PIP_TAIL = 4000  # characters of pip's output kept in an error message
 _PIP_TIMEOUT = 1800.0
-BUILD_LOG = "build.log"  # an environment build's output, in the run's folder beside its log
 
 
 class EnvError(RuntimeError):
@@ -360,69 +355,3 @@ def select_python(
     if envs_dir is None:
         raise EnvError("no envs directory given to build a venv in")
     return build_env(Path(envs_dir), version, text, builder or Unconfined())
-
-
-# ---------------------------------------------------------------- what a build shows
-
-_SPAN = re.compile(r"\(([0-9.]+ [kMG]?B)\)")
-
-
-class BuildLog(LogSink):
-    """Where an environment build writes, apart from the run's own log.
-
-    An executor's ``prepare`` is handed this sink: the build's output (venv, pip)
-    lands in its file, the runner's notes go on to ``run_log``, and each step the
-    output shows is handed to ``on_step`` as one short line. ``show()`` copies the
-    build's output into the run's log: for a build that failed."""
-
-    def __init__(self, path: Path, run_log: LogSink, on_step: Callable[[str], None]) -> None:
-        super().__init__(path, run_log.max_bytes)
-        self.run_log = run_log
-        self.on_step = on_step
-        self.started: Optional[float] = None  # when the build's first output came; None: nothing was built
-        self._partial = ""
-        self._collected = 0
-
-    def note(self, text: str) -> None:
-        self.run_log.note(text)
-
-    def write(self, data: bytes | str) -> None:
-        super().write(data)
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-        if not text:
-            return
-        if self.started is None:
-            self.started = time.monotonic()
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()[-1000:]
-        for line in lines:
-            step = self._step(line.strip())
-            if step:
-                self.on_step(step)
-
-    def _step(self, line: str) -> Optional[str]:
-        """What a line of the build's output says it is doing, or None."""
-        if line.startswith("$ ") and " -m venv " in line:
-            return "creating the virtual environment"
-        if line.startswith("$ ") and " -m pip install " in line:
-            return "pip: reading the requirements"
-        if line.startswith("Collecting "):
-            self._collected += 1
-            return f"pip: collecting {line.split()[1]} ({self._collected} so far)"
-        if line.startswith("Downloading "):
-            size = _SPAN.search(line)
-            return f"pip: downloading {line.split()[1].rsplit('/', 1)[-1]}" + (f" ({size.group(1)})" if size else "")
-        if line.startswith("Building wheel for "):
-            return f"pip: building {line.split()[3]}"
-        if line.startswith("Installing collected packages:"):
-            count = len(line.split(":", 1)[1].split(","))
-            return f"pip: installing {count} package{'s' if count != 1 else ''}"
-        return None
-
-    @property
-    def seconds(self) -> float:
-        return 0.0 if self.started is None else time.monotonic() - self.started
-
-    def show(self) -> None:
-        """The build's output (its end, within a few hundred kB) into the run's log."""
-        self.run_log.write(self.tail(256 * 1024))

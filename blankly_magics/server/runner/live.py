@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .backtests import limits_text
-from .envs import BUILD_LOG, BuildLog
+from .building import BUILD_LOG, BuildLog
 from .executor import Executor, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id
 from .logs import LogSink, failure_reason, read_tail, with_network_hint
@@ -175,7 +175,10 @@ class LiveModels:
         prepared: Optional[Prepared] = None
         build = BuildLog(folder.root / BUILD_LOG, log, lambda step: self._building(live, step))
         try:
-            prepared = self.executor.prepare(self._request(job, folder), build, live.stop)
+            try:
+                prepared = self.executor.prepare(self._request(job, folder), build, live.stop)
+            finally:
+                build.done()
             with self._lock:
                 built = live.status.pop("progress", None) is not None
             if built:

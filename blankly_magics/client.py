@@ -56,6 +56,7 @@ class DeploymentClient:
         self.unreachable_hint = unreachable_hint
         self.user_id: Optional[str] = None
         self.user_name: Optional[str] = None
+        self.server_id: Optional[str] = None  # the server's stable id, when its sign-in answer reports one
         self._refresh = Secret(refresh_token) if refresh_token else None
         self._id_token: Optional[Secret] = None
         self._expires_at: Optional[float] = None  # time.monotonic() when the idToken stops working
@@ -134,6 +135,8 @@ class DeploymentClient:
         self._id_token = Secret(id_token)
         self.user_id = str(user_id)
         self.user_name = str(data.get("name") or self.user_id)
+        server_id = data.get("server_id")
+        self.server_id = server_id if isinstance(server_id, str) and server_id else None
         expires_in = answer.get("expiresIn")
         if isinstance(expires_in, (int, float)) and expires_in > 0:
             # exchange a little early: up to 30 s, half the life of a short-lived token

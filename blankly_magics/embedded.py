@@ -4,7 +4,12 @@
 its process is alive and ``/health`` answers as ours; otherwise it starts
 ``python -m blankly_magics.server`` detached (it outlives the kernel, so the next
 notebook attaches instead of starting another) and waits for it. A file lock makes
-two kernels starting at once end up with one server.
+two kernels starting at once end up with one server. A new server takes the port
+the last one had (``DIR/last-port``) when it is free, so its URL stays the same.
+
+The process that starts a server reaps it when it exits (a thread waits on it),
+so a server stopped from anywhere leaves no defunct child behind; a stop returns
+as soon as the server is gone.
 
 The local user's refresh token comes from the server's own ``token`` command (see
 ``local_refresh_token``): the kernel never opens the server's database.
@@ -14,8 +19,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +38,15 @@ SERVER_LOG = "server.log"
 START_LOCK = "start.lock"  # not server.lock: the server holds that one for its whole life
 TOKEN_LOCK = "local-token.lock"
 TOKEN_FILE = "local-token"
+PORT_FILE = "last-port"  # the port the last server listened on: the next one prefers it
 LOCAL_USER = "local"
 _MAX_LOG = 5 * 1024 * 1024  # server.log is rotated once past this, at start
 
 PathArg = Union[str, "os.PathLike[str]", None]
 
-# Servers started by this process, kept so they can be reaped (no zombies, no ResourceWarning).
+# Servers started by this process, until their reaper thread has waited on them.
 _children: dict[int, subprocess.Popen] = {}
+_STOP_POLL = 0.05  # seconds between checks that a stopped server is gone
 
 
 class EmbeddedServerError(BlanklyError):
@@ -147,26 +156,62 @@ def _start(data_dir: Path, timeout: float) -> LocalServer:
         (data_dir / SERVER_JSON).unlink()  # stale: its server is gone or not answering
     except FileNotFoundError:
         pass
-    command = [sys.executable, "-m", "blankly_magics.server", "--host", "127.0.0.1", "--port", "0",
+    deadline = time.monotonic() + timeout
+    port = _previous_port(data_dir)
+    if port:
+        try:
+            return _launch(data_dir, port, deadline, timeout)
+        except _PortTaken:
+            pass  # taken between the check and the server's bind: any free port will do
+    return _launch(data_dir, 0, deadline, timeout)
+
+
+class _PortTaken(Exception):
+    """The preferred port was taken before the server could listen on it."""
+
+
+def _previous_port(data_dir: Path) -> int:
+    """The port the last server of ``data_dir`` had, when it is free now; else 0 (any port)."""
+    try:
+        port = int((data_dir / PORT_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return 0
+    if not 1024 <= port <= 65535:
+        return 0
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
+
+
+def _launch(data_dir: Path, port: int, deadline: float, timeout: float) -> LocalServer:
+    log_path = data_dir / SERVER_LOG
+    command = [sys.executable, "-m", "blankly_magics.server", "--host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(data_dir)]
-    env = _server_environment()
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        start = log.seek(0, os.SEEK_END)
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(data_dir),
-            env=env, start_new_session=True, close_fds=True,
+            env=_server_environment(), start_new_session=True, close_fds=True,
         )
     _children[process.pid] = process
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
             _children.pop(process.pid, None)
+            if port and "cannot listen" in _log_since(log_path, start):
+                raise _PortTaken()
             raise EmbeddedServerError(
                 f"the local deployment server exited with code {code} while starting; "
                 f"the end of {log_path}:\n{_log_tail(data_dir)}"
             )
         info = _read_server_json(data_dir)
         if info and info["pid"] == process.pid and _healthy(info["url"]):
+            _reap_when_done(process)
+            _remember_port(data_dir, info["url"])
             return LocalServer(info["url"], process.pid, data_dir, started=True)
         time.sleep(0.1)
     _terminate(process.pid, 5.0)
@@ -174,6 +219,36 @@ def _start(data_dir: Path, timeout: float) -> LocalServer:
         f"the local deployment server did not come up within {timeout:g} s; "
         f"the end of {log_path}:\n{_log_tail(data_dir)}"
     )
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _reap_when_done(process: subprocess.Popen) -> None:
+    """Wait on the server from a thread: when it exits, whoever stopped it, it is reaped at once."""
+
+    def reap() -> None:
+        process.wait()
+        _children.pop(process.pid, None)
+
+    threading.Thread(target=reap, name=f"blankly-server-reaper-{process.pid}", daemon=True).start()
+
+
+def _remember_port(data_dir: Path, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(url).port
+        if port:
+            atomic_write(data_dir / PORT_FILE, f"{port}\n")
+    except (OSError, ValueError):
+        pass  # only a preference: the next server then takes any free port
 
 
 def ensure_local_server(data_dir: PathArg = None, timeout: float = 30) -> LocalServer:
@@ -191,29 +266,49 @@ def ensure_local_server(data_dir: PathArg = None, timeout: float = 30) -> LocalS
 
 
 def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM, wait, then SIGKILL the server's whole process group (its runs included)."""
+    """SIGTERM, wait until it is gone, then SIGKILL the server's whole process group (its runs
+    included). Returns as soon as the server is gone: exited, or a zombie its parent will reap."""
     import psutil
 
     try:
         process = psutil.Process(pid)
         process.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        process = None
+    if process is not None and not _gone(process, timeout):
         try:
-            process.wait(timeout)
-        except psutil.TimeoutExpired:
-            try:
-                group = os.getpgid(pid)
-            except OSError:
-                group = None
+            group = os.getpgid(pid)
+        except OSError:
+            group = None
+        try:
             if group == pid:  # started with start_new_session: the group is the server's alone
                 os.killpg(pid, signal.SIGKILL)
             else:
                 process.kill()
-            process.wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
+        except (OSError, psutil.NoSuchProcess):
+            pass
+        if not _gone(process, timeout):
+            raise EmbeddedServerError(f"the local deployment server (pid {pid}) did not stop within "
+                                      f"{2 * timeout:g} s, even after SIGKILL")
     child = _children.pop(pid, None)
     if child is not None:
-        child.wait()  # reap it
+        child.wait()  # started here: reap it now (its reaper thread may be doing the same)
+
+
+def _gone(process: Any, timeout: float) -> bool:
+    """True once ``process`` has exited (a zombie counts: it serves nothing), within ``timeout`` s."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_STOP_POLL)
 
 
 def stop_local_server(data_dir: PathArg = None, timeout: float = 10) -> bool:

@@ -15,6 +15,7 @@ class Hints:
     login: str  # how to sign in
     deploy: str  # how to deploy a notebook
     python: bool  # results land in the user's Python session ("r = _" makes sense)
+    period: str = "--start YYYY-MM-DD --end YYYY-MM-DD"  # how a backtest's period is given
 
     def command(self, verb: str, *words: str) -> str:
         return " ".join((self.blankly, verb, *words))
@@ -51,4 +52,6 @@ class Hints:
 
 
 NOTEBOOK = Hints(blankly="%blankly", login="%blankly_login", deploy="%%blankly_deploy", python=True)
+PANEL = Hints(blankly="%blankly", login="%blankly_login", deploy="%%blankly_deploy", python=True,
+              period="the panel's Start and End fields")
 TERMINAL = Hints(blankly="blankly-magics", login="blankly-magics login", deploy="blankly-magics deploy", python=False)

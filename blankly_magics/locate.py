@@ -8,7 +8,9 @@ Tried in order, first hit wins:
   5. the kernel's raw input history, when no file can be found.
 Files on disk lag unsaved edits (autosave runs every couple of minutes), so when
 the code cells on disk do not match what the kernel ran the caller gets a
-one-line note to show. No IPython import: the shell is passed in.
+one-line note to show, and the cells that were edited (and run) since the save,
+so a build error can say it comes from the saved notebook. No IPython import:
+the shell is passed in.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class Located:
     path: Optional[Path]
     source: str
     note: Optional[str] = None
+    edited: tuple[int, ...] = ()  # indices of the cells on disk that were edited and run since the save
 
     @property
     def name(self) -> Optional[str]:
@@ -226,19 +229,43 @@ def _similar(a: str, b: str) -> bool:
     return matcher.real_quick_ratio() >= 0.5 and matcher.quick_ratio() >= 0.5 and matcher.ratio() >= 0.5
 
 
-def disk_differs(disk_sources: Sequence[str], ran: Sequence[str]) -> bool:
-    """True when something the kernel ran is not on disk and was not later
-    replaced by an edited version that is (an earlier draft of a cell the user
-    re-ran does not count)."""
+def unsaved(disk_sources: Sequence[str], ran: Sequence[str]) -> list[str]:
+    """What the kernel ran that is not on disk and was not later replaced by an
+    edited version that is (an earlier draft of a cell the user re-ran does not count)."""
     on_disk = {_normalize(s) for s in disk_sources}
     recent = [_normalize(s) for s in ran][-_HISTORY_LIMIT:]
+    found = []
     for i, source in enumerate(recent):
         if not source or source in on_disk:
             continue
         later_saved = [s for s in recent[i + 1:] if s in on_disk]
         if not any(_similar(source, s) for s in later_saved):
-            return True
-    return False
+            found.append(source)
+    return found
+
+
+def disk_differs(disk_sources: Sequence[str], ran: Sequence[str]) -> bool:
+    """True when something the kernel ran is not on disk (see :func:`unsaved`)."""
+    return bool(unsaved(disk_sources, ran))
+
+
+def edited_cells(cells: Sequence[Any], ran_unsaved: Sequence[str]) -> tuple[int, ...]:
+    """The code cells on disk that an unsaved source the kernel ran is an edit of (the most
+    similar one each); a source like none of them (a new, unsaved cell) names no cell."""
+    code = [c for c in cells if c.cell_type == "code"]
+    edited = set()
+    for source in ran_unsaved:
+        scored = [(_ratio(source, _normalize(c.source)), c.index) for c in code]
+        best = max(scored, default=(0.0, -1))
+        if best[0] >= 0.5:
+            edited.add(best[1])
+    return tuple(sorted(edited))
+
+
+def _ratio(a: str, b: str) -> float:
+    from difflib import SequenceMatcher
+
+    return SequenceMatcher(None, a, b, autojunk=False).ratio() if _similar(a, b) else 0.0
 
 
 def locate(shell: Any, explicit: Optional[str] = None, *, runtime_dir: Optional[str] = None) -> Located:
@@ -254,5 +281,6 @@ def locate(shell: Any, explicit: Optional[str] = None, *, runtime_dir: Optional[
     disk = [
         c.source for c in cells if c.cell_type == "code" and not _is_deploy_cell(c.source) and not is_magic_only(c.source)
     ]
-    note = STALE_NOTE if ran and disk_differs(disk, ran) else None
-    return Located(cells=list(cells), path=path, source=how, note=note)
+    differs = unsaved(disk, ran) if ran else []
+    return Located(cells=list(cells), path=path, source=how, note=STALE_NOTE if differs else None,
+                   edited=edited_cells(cells, differs))

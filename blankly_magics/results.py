@@ -392,13 +392,26 @@ class DeployResult(Shown):
         return rows
 
     def hints(self) -> list[str]:
+        """What makes sense next: watch and stop a model that runs; read a crashed one's log."""
+        if self.status in ("stopped", "none"):
+            return []
+        if self.status == "crashed":
+            return [self.commands.command("logs", "--model", self.model_id)]
         return [self.commands.follow_model(self.model_id), self.commands.stop(self.model_id)]
 
+    def _hint_words(self) -> list[tuple[str, str]]:
+        return list(zip(("Watch", "Stop") if self.status != "crashed" else ("Log",), self.hints()))
+
+    def headline(self) -> str:
+        named = f"{self.name} ({self.model_id})" if self.name else self.model_id
+        return f"Model {named} version {self.version_id or 'n/a'}: {self.status}"
+
     def to_text(self) -> str:
-        lines = [f"Model {self.model_id} version {self.version_id or 'n/a'}: {self.status}", _kv_text(self.rows())]
+        lines = [self.headline(), _kv_text(self.rows())]
         if self.status == "crashed" and self.log_tail:
             lines += ["Log tail:", _tail(self.log_tail)]
-        lines.append("Watch: " + self.hints()[0] + "   Stop: " + self.hints()[1])
+        if self.hints():
+            lines.append("   ".join(f"{word}: {hint}" for word, hint in self._hint_words()))
         if self.orders is not None:
             from .orders import orders_text
 
@@ -407,8 +420,9 @@ class DeployResult(Shown):
 
     def to_html(self, hints: bool = True) -> str:
         """The deployment as HTML; ``hints=False`` leaves out the %blankly logs/stop commands."""
+        named = f"{self.name} ({self.model_id})" if self.name else self.model_id
         parts = [
-            f"<div class='blankly-deploy'><p><b>Model {esc(self.model_id)}</b> version "
+            f"<div class='blankly-deploy'><p><b>Model {esc(named)}</b> version "
             f"<code>{esc(self.version_id or 'n/a')}</code>: <b>{esc(self.status)}</b></p>",
             "<table>"
             + "".join(
@@ -419,11 +433,9 @@ class DeployResult(Shown):
         ]
         if self.status == "crashed" and self.log_tail:
             parts.append(_log_tail_html(self.log_tail))
-        if hints:
-            parts.append(
-                f"<p style='color:#57606a'>Watch: <code>{esc(self.hints()[0])}</code> &middot; "
-                f"Stop: <code>{esc(self.hints()[1])}</code></p>"
-            )
+        if hints and self.hints():
+            parts.append("<p style='color:#57606a'>" + " &middot; ".join(
+                f"{word}: <code>{esc(hint)}</code>" for word, hint in self._hint_words()) + "</p>")
         if self.orders is not None:
             from .orders import orders_html
 

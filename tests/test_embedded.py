@@ -112,3 +112,69 @@ def test_the_local_token_is_cached_owner_only_and_renewable(data_dir):
     renewed = local_refresh_token(data_dir, renew=True)
     assert renewed != token and path.read_text() == renewed
     assert DeploymentClient(server.url, renewed).login() == user  # the same local user
+
+
+def test_a_new_server_takes_the_port_the_last_one_had(data_dir):
+    first = ensure_local_server(data_dir)
+    assert stop_local_server(data_dir) is True
+    again = ensure_local_server(data_dir)
+    assert again.started and again.pid != first.pid
+    assert again.url == first.url  # the notebook's URL still works
+
+
+def test_a_server_whose_old_port_is_taken_starts_on_another(data_dir):
+    import socket
+    from urllib.parse import urlsplit
+
+    first = ensure_local_server(data_dir)
+    port = urlsplit(first.url).port
+    assert stop_local_server(data_dir) is True
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the old server's TIME_WAIT
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen(1)
+        again = ensure_local_server(data_dir)
+    assert again.started and urlsplit(again.url).port != port
+    assert requests.get(again.url + "/health", timeout=10).json()["service"] == "blankly-magics-deployment-server"
+
+
+KERNEL = """
+import sys
+from blankly_magics.embedded import ensure_local_server
+print(ensure_local_server(sys.argv[1], timeout=60).pid, flush=True)
+sys.stdin.readline()  # lives on, as a kernel does, until told to end
+"""
+
+
+def test_a_stop_from_another_process_returns_once_the_server_is_gone_and_its_starter_reaps_it(data_dir):
+    import time
+
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL, str(data_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(kernel.stdout.readline())
+        started = time.monotonic()
+        assert stop_local_server(data_dir, timeout=10) is True  # no psutil.TimeoutExpired
+        assert time.monotonic() - started < 10  # gone before its SIGTERM's grace ran out
+        assert gone(pid)
+
+        def reaped() -> bool:
+            try:
+                return not any(c.status() == psutil.STATUS_ZOMBIE for c in psutil.Process(kernel.pid).children())
+            except psutil.NoSuchProcess:
+                return False
+
+        from tests.fixtures_server import wait_for
+
+        wait_for(reaped, "the kernel to reap the server it started", timeout=10, poll=0.05)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).ppid() != kernel.pid
+    finally:
+        kernel.stdin.close()
+        kernel.wait(30)
+
+
+def test_a_stop_in_the_process_that_started_it_leaves_no_defunct_child(data_dir):
+    server = ensure_local_server(data_dir)
+    assert stop_local_server(data_dir) is True
+    assert not psutil.pid_exists(server.pid)  # reaped: not even a zombie is left
+    assert server.pid not in [c.pid for c in psutil.Process().children()]

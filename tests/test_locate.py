@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from blankly_magics import locate
-from tests.fixtures_home import free_port
+from tests.fixtures_jupyter import jupyter_server
 from tests.fixtures_notebooks import RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, rsi_cells, write_notebook
 from tests.magics_shell import TestingShell
 
@@ -83,6 +79,7 @@ def test_disk_differs_when_a_run_edit_was_not_saved(shell, rsi_notebook):
     found = locate.locate(shell, str(rsi_notebook))
     assert found.path == rsi_notebook.resolve()
     assert found.note == locate.STALE_NOTE
+    assert found.edited == (3,)  # the logic cell, the fourth in JupyterLab (its markdown cell counts)
     assert [c.source for c in found.cells if c.cell_type == "code"][2] == RSI_LOGIC  # cells come from the file
 
 
@@ -93,7 +90,8 @@ def test_disk_matches_when_the_saved_version_was_run_last(shell, rsi_notebook):
     assert locate.locate(shell, str(rsi_notebook)).note is None
     # a scratch cell that is nowhere on disk also means the file differs from what ran
     shell.record_as_cells("print(strategy)")
-    assert locate.locate(shell, str(rsi_notebook)).note == locate.STALE_NOTE
+    scratch = locate.locate(shell, str(rsi_notebook))
+    assert scratch.note == locate.STALE_NOTE and scratch.edited == ()  # a new cell: no saved cell was edited
 
 
 def test_no_history_no_note(shell, rsi_notebook):
@@ -118,86 +116,23 @@ def test_dead_and_garbage_server_files_are_ignored(tmp_path):
 # ------------------------------------------------------------ a real Jupyter server and kernel
 
 
-def _api(base: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=30) as reply:
-        return json.loads(reply.read() or b"null")
-
-
-def _run_in_kernel(connection_file: Path, code: str) -> str:
-    from jupyter_client import BlockingKernelClient
-
-    client = BlockingKernelClient()
-    client.load_connection_file(str(connection_file))
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        out: list[str] = []
-        reply = client.execute_interactive(
-            code, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
-        )
-        assert reply["content"]["status"] == "ok", reply["content"]
-        return "".join(out)
-    finally:
-        client.stop_channels()
-
-
 @pytest.mark.slow
 def test_kernel_finds_its_notebook_through_the_server_even_after_a_rename(tmp_path):
     root = tmp_path / "root"
-    runtime = tmp_path / "runtime"
     root.mkdir()
     write_notebook(root / "rsi.ipynb", rsi_cells())
-    token, port = "test-token-123", free_port()
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime), PYTHONPATH=str(Path(__file__).parent.parent))
-    env.pop("JPY_SESSION_NAME", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0"]
-        + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            assert server.poll() is None, "jupyter server exited"
-            try:
-                if list(runtime.glob("jpserver-*.json")) and _api(base, token, "GET", "/api/status"):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        session = _api(base, token, "POST", "/api/sessions",
-                       {"path": "rsi.ipynb", "name": "rsi.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
-        connection = runtime / f"kernel-{session['kernel']['id']}.json"
+    with jupyter_server(root, tmp_path / "runtime") as jupyter:
+        session = jupyter.start_session("rsi.ipynb")
         probe = (
             "from blankly_magics import locate\n"
             "p, how = locate.notebook_path(get_ipython())\n"
             "print(p, '|', how, '|', locate.kernel_id(get_ipython()))\n"
         )
-        path, how, kid = _run_in_kernel(connection, probe).strip().split(" | ")
+        path, how, kid = jupyter.run(session, probe).strip().split(" | ")
         assert (Path(path), how, kid) == ((root / "rsi.ipynb").resolve(), "the Jupyter server", session["kernel"]["id"])
 
-        # rename the notebook as JupyterLab does: the file, then the session
-        _api(base, token, "PATCH", "/api/contents/rsi.ipynb", {"path": "renamed.ipynb"})
-        _api(base, token, "PATCH", f"/api/sessions/{session['id']}", {"path": "renamed.ipynb", "name": "renamed.ipynb"})
-        path, how, _ = _run_in_kernel(connection, probe).strip().split(" | ")
+        jupyter.rename(session, "renamed.ipynb")  # as JupyterLab does: the file, then the session
+        path, how, _ = jupyter.run(session, probe).strip().split(" | ")
         assert (Path(path), how) == ((root / "renamed.ipynb").resolve(), "the Jupyter server")
-        session_name = _run_in_kernel(connection, "print(__session__)").strip()
+        session_name = jupyter.run(session, "print(__session__)").strip()
         assert session_name.endswith("rsi.ipynb")  # what __session__ would have said: stale
-    finally:
-        try:
-            for s in _api(base, token, "GET", "/api/sessions"):
-                _api(base, token, "DELETE", f"/api/sessions/{s['id']}")
-        except Exception:
-            pass
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

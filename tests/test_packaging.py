@@ -36,6 +36,17 @@ def test_wheel_ships_the_kernelspec_and_no_ipython_config(wheel: Path) -> None:
     assert "--ext=blankly_magics" in kernel["argv"]
 
 
+def test_the_kernel_has_its_logo_in_both_sizes_jupyterlab_shows(wheel: Path) -> None:
+    import struct
+
+    archive = zipfile.ZipFile(wheel)
+    for side in (32, 64):
+        (name,) = [n for n in archive.namelist() if n.endswith(f"kernels/{KERNEL}/logo-{side}x{side}.png")]
+        png = archive.read(name)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", png[16:24]) == (side, side)  # the IHDR's width and height
+
+
 def test_install_adds_the_kernelspec_and_uninstall_removes_it(wheel: Path, tmp_path: Path) -> None:
     env = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env)

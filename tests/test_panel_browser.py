@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -95,8 +96,10 @@ def panel_notebook_cells() -> list:
     return rsi_cells() + ["%load_ext blankly_magics\n%blankly_login", "%blankly panel"]
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+@contextmanager
+def running_lab(tmp_path: Path, cells: list) -> Iterator[Lab]:
+    """A real JupyterLab on a free loopback port, its root holding strategy.ipynb (``cells``),
+    the prices and Blankly's settings; stopped with its kernels and their embedded servers."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)")
     root, home = tmp_path / "root", tmp_path / "home"
@@ -106,7 +109,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     # Blankly reads these from the working directory when the strategy cell runs in the kernel.
     (root / "settings.json").write_bytes(manifest.default_settings_bytes())
     (root / "backtest.json").write_bytes(manifest.default_backtest_bytes())
-    write_notebook(root / "strategy.ipynb", panel_notebook_cells())
+    write_notebook(root / "strategy.ipynb", cells)
 
     # No "news" toast over the panel: JupyterLab reads user settings from this dir.
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
@@ -155,25 +158,34 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         _stop_embedded_servers(home)
 
 
-def test_panel_backtest_in_jupyterlab(lab: Lab) -> None:
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with running_lab(tmp_path, panel_notebook_cells()) as running:
+        yield running
+
+
+@contextmanager
+def chromium(artifact: Path) -> Iterator[object]:
+    """A page in headless Chromium; on a failure, a screenshot of it beside ``artifact``."""
     from playwright.sync_api import sync_playwright
 
-    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 2400})
         page.set_default_timeout(120_000)
         try:
-            run_panel_backtest(page, lab)
+            yield page
         except BaseException:
             # What the page looked like, for whoever reads the failure.
-            page.screenshot(path=str(ARTIFACT.with_name("panel-failed-page.png")))
+            page.screenshot(path=str(artifact.with_name(artifact.stem + "-failed-page.png")))
             raise
         finally:
             browser.close()
 
 
-def run_panel_backtest(page, lab: Lab) -> None:
+def open_panel(page, lab: Lab) -> object:
+    """Open strategy.ipynb, run all its cells, wait for the panel to be ready; the panel's locator."""
     page.goto(f"{lab.url}/lab/tree/strategy.ipynb?token={lab.token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     # The status bar reads "Python 3 (ipykernel) | Idle" once the kernel is up (the
@@ -187,12 +199,26 @@ def run_panel_backtest(page, lab: Lab) -> None:
 
     panel = page.locator(".blankly-panel")
     panel.wait_for(state="visible")
-    status = panel.locator(".blankly-panel-status")
     # Signed in by %blankly_login; the pickers are filled on the panel's thread.
     page.wait_for_function(
         "() => { const s = document.querySelector('.blankly-panel-status');"
         " return s && /Ready/.test(s.textContent); }"
     )
+    return panel
+
+
+def test_panel_backtest_in_jupyterlab(lab: Lab) -> None:
+    with chromium(ARTIFACT) as page:
+        run_panel_backtest(page, lab)
+
+
+def run_panel_backtest(page, lab: Lab) -> None:
+    panel = open_panel(page, lab)
+    status = panel.locator(".blankly-panel-status")
+    panel.locator(".blankly-panel-preview").click()  # builds, uploads nothing: no upload bar
+    page.wait_for_function("() => /Preview: .* nothing uploaded/.test("
+                           "document.querySelector('.blankly-panel-status').textContent)")
+    assert not panel.locator(".blankly-panel-upload").is_visible()
     panel.locator(".blankly-panel-start input").fill("2010-06-01")
     panel.locator(".blankly-panel-end input").fill("2013-03-01")
     panel.locator(".blankly-panel-initial input").fill("USD=10000")
@@ -204,6 +230,7 @@ def run_panel_backtest(page, lab: Lab) -> None:
     except Exception:
         raise AssertionError(f"no metrics in the panel; its status reads {status.inner_text()!r}") from None
     assert "completed" in status.inner_text()
+    assert not panel.locator(".blankly-panel-upload").is_visible()  # the upload is over
     assert panel.locator(".blankly-panel-backtest").is_enabled()
     assert results.locator("img[alt='equity curve']").count() == 1
 

@@ -143,20 +143,26 @@ def test_unfinished_backtest_points_at_following_its_log():
     assert "%blankly logs --backtest bt-9 --follow" in result.to_text()
 
 
-def test_deploy_result_shows_ids_state_and_next_steps():
+def test_deploy_result_shows_its_name_state_and_next_steps():
     result = DeployResult.from_api(
         {"status": "success", "modelId": "m-7", "versionId": "v-3"},
         {"modelId": "m-7", "state": "running", "versionId": "v-3", "since": START, "restarts": 0},
         name="rsi",
     )
     text = result.to_text()
-    assert text.splitlines()[0] == "Model m-7 version v-3: running"
-    assert "%blankly logs --model m-7 --follow" in text and "%blankly stop --model m-7" in text
+    assert text.splitlines()[0] == "Model rsi (m-7) version v-3: running"
+    assert text.splitlines()[-1] == "Watch: %blankly logs --model m-7 --follow   Stop: %blankly stop --model m-7"
     assert "2010-06-01 00:00" in text
     html = result.to_html()
     assert "running" in html and "%blankly stop --model m-7" in html
     crashed = DeployResult.from_api({"modelId": "m-7"}, {"state": "crashed", "logTail": "Traceback: boom"})
     assert "Traceback: boom" in crashed.to_text()
+    assert crashed.to_text().splitlines()[-1] == "Log: %blankly logs --model m-7"  # nothing runs to stop
+    stopped = DeployResult.from_api({"modelId": "m-7"}, {"state": "stopped", "exitCode": None}, name="rsi")
+    assert [line.split() for line in stopped.to_text().splitlines()] == [
+        ["Model", "rsi", "(m-7)", "version", "n/a:", "stopped"], ["model", "m-7"], ["name", "rsi"],
+        ["version", "n/a"], ["status", "stopped"]]  # no exit code, nothing to watch or stop
+    assert "%blankly" not in stopped.to_html()
 
 
 def test_html_without_hints_for_the_panel_keeps_everything_else():

@@ -60,6 +60,9 @@ class TerminalFace:
         except BlanklyError:
             return None
 
+    def notebook(self) -> None:
+        return None  # a terminal runs in no notebook: commands name their model
+
     def close(self) -> None:
         self.bar.close()
         self.points.close()

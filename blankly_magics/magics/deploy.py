@@ -32,6 +32,7 @@ def deploy(magics: Any, args: argparse.Namespace, cell: str) -> Any:
                 args, magics, found.cells, entry=cell, notebook_name=found.name,
                 base_dir=found.path.parent if found.path else Path.cwd(), backtest_args=backtest_args, python=python,
             )
+            source.stale_note, source.edited = found.note, found.edited  # said by the build, with its error
             value = verb.deploy(face, args, source, kind=kind, notebook=found.path)
     finally:
         face.close()
@@ -47,8 +48,6 @@ def _locate(magics: Any, args: argparse.Namespace) -> Any:
 
     found = locate.locate(magics.shell, args.notebook or magics.notebook)
     print(found.describe())
-    if found.note:
-        print(f"Note: {found.note}")
     return found
 
 

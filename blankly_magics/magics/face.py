@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..hints import NOTEBOOK
@@ -41,6 +42,15 @@ class NotebookFace:
         from .. import session as sessions
 
         return sessions.current()
+
+    def notebook(self) -> Path:
+        """The kernel's notebook; with no file found, the working folder's kernel-history entry
+        (where ``%%blankly_deploy`` remembers a model it built from the history)."""
+        from .. import locate
+        from ..workflow.memory import HISTORY
+
+        path, _ = locate.notebook_path(self.config.shell, self.config.notebook)
+        return path or Path.cwd() / HISTORY
 
     def close(self) -> None:
         self.bar.close()

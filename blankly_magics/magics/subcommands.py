@@ -11,6 +11,17 @@ from ..sweep_result import SweepResult
 from .errors import HelpShown, SubcommandParser, split, usage_errors
 from .face import NotebookFace
 
+# Words a user types after %blankly that are magics of their own here (the CLI has them as verbs).
+ELSEWHERE = {
+    "deploy": "deploying is the cell magic %%blankly_deploy: put it on the first line of the cell that holds "
+              "the entry point, e.g. strategy.start()",
+    "backtest": "backtesting is the cell magic %%blankly_deploy --backtest: put it on the first line of the cell "
+                "that holds the entry point, e.g. strategy.start()",
+    "build": "building the model zip is %%blankly_deploy --dry-run --save model.zip",
+    "login": "signing in is %blankly_login",
+    "logout": "signing out is %blankly_logout",
+}
+
 
 def parser() -> SubcommandParser:
     top = SubcommandParser(
@@ -29,6 +40,8 @@ def run(magics: Any, line: str, top: SubcommandParser) -> Optional[Any]:
     if not argv:
         top.print_help()
         return None
+    if argv[0] in ELSEWHERE:
+        raise UsageError(f"%blankly {argv[0]}: {ELSEWHERE[argv[0]]}")
     try:
         args = top.parse_args(argv)
     except HelpShown:

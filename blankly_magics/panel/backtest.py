@@ -59,5 +59,5 @@ class BacktestSection(Section):
             panel.say(f"Backtest {result.backtest_id} completed: {result.trade_count} trades.", "ok")
         elif not result.done:  # stopped waiting, or BlanklyMagics.timeout passed: the server keeps it
             panel.say(panel.last_note or result.headline())
-        else:
-            panel.say(result.headline(), "error")
+        else:  # the reason is in the result below: said once
+            panel.say(f"Backtest {result.backtest_id} {result.status}: the reason is below.", "error")

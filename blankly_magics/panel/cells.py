@@ -64,6 +64,7 @@ class CellsSection(Section):
         self.notebook: Optional[Path] = panel.given_notebook
         self.cells: list[Any] = []
         self.stale_note: Optional[str] = None  # set when the file on disk lags what the kernel ran
+        self.edited: tuple[int, ...] = ()  # cells edited (and run) since the notebook was saved
         self.boxes: list[W.Checkbox] = []
         self.cells_box = W.VBox(layout=W.Layout(max_height="190px", overflow="hidden auto", width="auto",
                                                 border="1px solid var(--jp-border-color2,#ddd)", padding="2px 6px"))
@@ -72,6 +73,7 @@ class CellsSection(Section):
         self.notebook_label = W.HTML(layout=W.Layout(flex="1 1 auto", min_width="0"))
         self.entry_input = labelled(W.Textarea(rows=3, placeholder="code run last, e.g. strategy.start()"),
                                     "Entry point")
+        self.entry_input.add_class("blankly-panel-entry")
         self.files_select = labelled(W.SelectMultiple(options=[], rows=3), "Include")
         self.preview_button = W.Button(description="Preview", icon="eye")
         self.preview_button.add_class("blankly-panel-preview")
@@ -103,11 +105,11 @@ class CellsSection(Section):
         from .frame import error_line
 
         self.cells, where, problem = [], None, None
-        self.stale_note = None
+        self.stale_note, self.edited = None, ()
         try:
-            if self.notebook is not None:
-                self.cells, where = read_notebook(self.notebook), self.notebook
-            else:
+            if self.panel.given_notebook is not None:
+                self.cells, where = read_notebook(self.panel.given_notebook), self.panel.given_notebook
+            else:  # found again each time: JupyterLab renames Untitled.ipynb on its first save
                 self.cells, where = self._locate()
         except Exception as exc:  # noqa: BLE001 - shown in the panel
             problem = error_line(exc)
@@ -130,7 +132,25 @@ class CellsSection(Section):
         found = locate.locate(get_ipython(), self.panel.config.notebook)
         self.notebook = found.path
         self.stale_note = found.note
+        self.edited = found.edited
         return list(found.cells), found.path or "the kernel's input history"
+
+    def refind(self) -> None:
+        """Before a build: the notebook where it is now (renamed since the cells were read?), as
+        ``%%blankly_deploy`` finds it on each run; the cells offered stay as ticked."""
+        from IPython import get_ipython
+
+        from .. import locate
+
+        if self.panel.given_notebook is not None or self.notebook is None:
+            return
+        try:
+            path, _ = locate.notebook_path(get_ipython(), self.panel.config.notebook)
+        except locate.LocateError:
+            return
+        if path is not None and path != self.notebook:
+            self.notebook = path
+            self._label(path)
 
     def _offer(self, problem: Optional[str]) -> None:
         boxes = []
@@ -166,9 +186,11 @@ class CellsSection(Section):
         from .frame import PanelError
 
         if not self.cells:
-            raise PanelError("No notebook cells: pass show_panel(notebook='path.ipynb') or save the notebook")
+            raise PanelError("No notebook cells: save the notebook and click Reload cells "
+                             "(or show the panel with show_panel(notebook='path.ipynb'))")
         if not self.selected:
             raise PanelError("No cells ticked: tick the cells that make the strategy")
+        self.refind()
         base = self.base_dir
         picked = [base / name for name in self.files_select.value] if base else []
         return ModelSource(
@@ -176,6 +198,7 @@ class CellsSection(Section):
             notebook_name=self.notebook.name if self.notebook else None, base_dir=base,
             include=picked + list(self.panel.config.include),  # plus %config BlanklyMagics.include
             python_version=python, backtest_args=backtest_args, select=self.selected, show_summary=False,
+            stale_note=self.stale_note, edited=self.edited,
         )
 
     def preview(self) -> None:

@@ -24,7 +24,7 @@ from IPython.display import HTML, display
 
 from ..config import BlanklyConfig, active
 from ..errors import BlanklyError
-from ..hints import NOTEBOOK
+from ..hints import PANEL
 from ..workflow.feedback import Cancel, Feedback, Points
 from .activity import ActivitySection
 from .backtest import BacktestSection
@@ -89,6 +89,7 @@ class BlanklyPanel:
     def _shared_widgets(self) -> None:
         self.progress = W.IntProgress(value=0, min=0, max=100, description="Upload",
                                       style={"description_width": "56px"}, layout=W.Layout(width="240px"))
+        self.progress.add_class("blankly-panel-upload")
         show(self.progress, False)
         self.cancel_button = W.Button(description="Cancel", icon="times", tooltip="Stop this run")
         self.cancel_button.add_class("blankly-panel-cancel")
@@ -203,7 +204,10 @@ class BlanklyPanel:
         self.say("Building\u2026", "work")
         feedback = self.feedback(upload=True)
         feedback.points = points
-        result = run(sess, request, source, feedback)
+        try:
+            result = run(sess, request, source, feedback)
+        finally:
+            show(self.progress, False)  # the upload bar is for the upload only
         target.adopt(getattr(result, "model_id", None))
         if result is None:
             self.say(self.last_note or "Stopped.")
@@ -284,7 +288,7 @@ class BlanklyPanel:
             self.progress.value = 0
             show(self.progress, True)
         return Feedback(note=self._note, status=lambda text, word: self.say(text + "\u2026", "work"),
-                        progress=self._progress if upload else None, hints=NOTEBOOK,
+                        progress=self._progress if upload else None, hints=PANEL,
                         cancel=self._cancel or Cancel())
 
     def _note(self, text: str) -> None:

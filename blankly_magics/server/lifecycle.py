@@ -63,7 +63,7 @@ def resume_deployments(server: Server) -> None:
     store = server.store
     for dep in store.deployments():
         if dep.desired != "running":
-            if dep.state in ("starting", "running"):
+            if dep.state in ("starting", "building", "running"):
                 store.update_deployment(dep.model_id, {"state": "stopped", "pid": None})
             continue
         reason = _resume(server, dep)

@@ -59,6 +59,9 @@ def deployment_view(server: Server, model_id: str) -> dict[str, Any]:
         return {
             "modelId": model_id, "state": "none", "desiredState": "stopped", "versionId": None,
             "plan": None, "since": None, "pid": None, "exitCode": None, "restarts": 0,
-            "error": None, "logTail": "",
+            "error": None, "logTail": "", "progress": None,
         }
-    return dep.to_api()
+    view = dep.to_api()
+    # "building": the step its environment's build is at, kept by the runner while it builds
+    view["progress"] = server.runner.progress("live", model_id) if dep.state == "building" else None
+    return view

@@ -15,9 +15,11 @@ SERVICE = "blankly-magics-deployment-server"
 
 
 async def health(request: Request) -> Response:
-    # isolation: "bubblewrap" when every run is confined, "none" when runs are not
-    return JSONResponse({"service": SERVICE, "version": __version__,
-                         "isolation": server_of(request).runner.isolation})
+    # isolation: "bubblewrap" when every run is confined, "none" when runs are not;
+    # serverId: the same server whatever its URL (identity.py)
+    server = server_of(request)
+    return JSONResponse({"service": SERVICE, "version": __version__, "isolation": server.runner.isolation,
+                         "serverId": server.server_id})
 
 
 async def auth_token(request: Request) -> Response:
@@ -36,7 +38,7 @@ async def auth_token(request: Request) -> Response:
         {
             "idToken": server.id_tokens.issue(user.id, session_id),
             "expiresIn": server.id_tokens.ttl,
-            "data": {"user_id": user.id, "name": user.name},
+            "data": {"user_id": user.id, "name": user.name, "server_id": server.server_id},
         }
     )
 

@@ -91,7 +91,7 @@ async def model_kill(request: Request, user: User) -> dict[str, Any]:
     dep = server.store.get_deployment(model.id)
     if dep is not None:
         changes: dict[str, Any] = {"desired": "stopped"}
-        if dep.state in ("starting", "running"):
+        if dep.state in ("starting", "building", "running"):
             changes.update(state="stopped", pid=None)
         server.store.update_deployment(model.id, changes)
     return {"status": "success", "modelId": model.id, "state": deployment_view(server, model.id)["state"]}

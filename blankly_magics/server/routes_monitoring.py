@@ -73,11 +73,19 @@ async def backtest_status(request: Request, user: User) -> dict[str, Any]:
         backtest = await server.waits.until_changed(
             backtest.id, lambda: owned_backtest(server, user, fields),
             lambda now: now.status == seen and not now.finished, wait)
-    return backtest.to_api()
+    return with_progress(server, backtest.to_api())
 
 
 async def backtest_result(request: Request, user: User) -> dict[str, Any]:
-    return owned_backtest(server_of(request), user, await read_fields(request)).to_api(with_result=True)
+    server = server_of(request)
+    return with_progress(server, owned_backtest(server, user, await read_fields(request)).to_api(with_result=True))
+
+
+def with_progress(server: Any, status: dict[str, Any]) -> dict[str, Any]:
+    """A backtest's status with the step its environment's build is at ("building"; else None)."""
+    building = status["status"] == "building"
+    status["progress"] = server.runner.progress("backtest", status["backtestId"]) if building else None
+    return status
 
 
 async def backtest_logs(request: Request, user: User) -> dict[str, Any]:

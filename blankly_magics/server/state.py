@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import uploads
+from .identity import server_id
 from .config import ServerConfig
 from .keystore import KeyStore
 from .longpoll import StatusWaits
@@ -27,6 +28,8 @@ class Server:
     keys: KeyStore
     waits: StatusWaits = field(default_factory=StatusWaits)
     tmp_dir: Path = field(init=False)  # where uploads are received and written
+    server_id: str = field(init=False)  # the data dir's stable id (identity.py), reported to clients
 
     def __post_init__(self) -> None:
         self.tmp_dir = self.config.data_dir / TMP_DIR
+        self.server_id = server_id(self.config.data_dir)

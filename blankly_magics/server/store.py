@@ -345,7 +345,7 @@ class Store(SweepQueries, Database):
 
     def unfinished_backtests(self, model_id: str) -> list[str]:
         rows = self._all(
-            "SELECT id FROM backtests WHERE model_id = ? AND status IN ('queued', 'running')",
+            "SELECT id FROM backtests WHERE model_id = ? AND status IN ('queued', 'running', 'building')",
             (model_id,),
         )
         return [r["id"] for r in rows]
@@ -380,7 +380,7 @@ class Store(SweepQueries, Database):
         with self.transaction():
             running = self._conn.execute(
                 "UPDATE backtests SET status = 'failed', ended_at = ?, error = ? "
-                "WHERE status = 'running'",
+                "WHERE status IN ('running', 'building')",
                 (now, "server restarted while the backtest was running"),
             ).rowcount
             queued = self._conn.execute(

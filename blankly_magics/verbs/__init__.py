@@ -10,11 +10,15 @@ named in ``VERBS``: it then exists in both faces, with the same options and word
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..config import BlanklyConfig
     from ..session import Session
     from ..workflow.feedback import Feedback
@@ -37,6 +41,9 @@ class Face(Protocol):
     def current(self) -> Optional["Session"]:
         """A session at hand without asking the user anything, or None."""
 
+    def notebook(self) -> Optional["Path"]:
+        """The notebook the face works in, whose side file remembers its models (None: no notebook)."""
+
 
 def module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
@@ -53,6 +60,18 @@ def add_verbs(subparsers: "argparse._SubParsersAction", names: Sequence[str] = V
         sub.set_defaults(verb=name)
 
 
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
 def usage_message(prog: str, message: str) -> str:
-    """How both faces word a command line they cannot read."""
-    return f"{prog}: {message} (see `{prog} --help`)"
+    """How both faces word a command line they cannot read (a near miss gets "did you mean")."""
+    return f"{prog}: {message}{did_you_mean(message)} (see `{prog} --help`)"
+
+
+def did_you_mean(message: str) -> str:
+    """``"; did you mean 'status'?"`` for argparse's "invalid choice: 'stauts' (choose from ...)"."""
+    found = _INVALID_CHOICE.search(message)
+    if not found:
+        return ""
+    close = difflib.get_close_matches(found.group(1), re.findall(r"'([^']*)'", found.group(2)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -14,11 +14,13 @@ call these functions, and render what comes back; a script can do the same::
 One module per flow: ``build`` (the export/bundle pipeline), ``target`` and ``memory``
 (which model a run goes to; the side file that keeps any face from making a second
 model), ``upload`` (progress and the stop policy of ``interrupts``), ``waiting``,
-``fetch`` and ``listings`` (results), ``compare`` (backtests side by side), ``logs``, ``activity`` (a live model's orders and
-account value), ``keys`` (exchange keys kept by the server), ``backtest_args`` (the one
-parser of backtest periods and balances), ``params`` (parameter overrides and sweep grids),
-``sweeps`` (following a sweep, its table, cancelling it) and ``run`` (the end-to-end flow). Importing this
-package is cheap: the client, requests and the pipeline load when first used.
+``live`` (a live model while it starts, and followed until its state is final),
+``states`` (what a run's state means), ``fetch`` and ``listings`` (results), ``compare``
+(backtests side by side), ``logs``, ``activity`` (a live model's orders and account value),
+``keys`` (exchange keys kept by the server), ``backtest_args`` (the one parser of backtest
+periods and balances), ``params`` (parameter overrides and sweep grids), ``sweeps``
+(following a sweep, its table, cancelling it) and ``run`` (the end-to-end flow). Importing
+this package is cheap: the client, requests and the pipeline load when first used.
 """
 from __future__ import annotations
 

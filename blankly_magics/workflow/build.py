@@ -90,6 +90,16 @@ def save_zip(bundle: "Bundle", path: Union[str, Path], option: str = "--save") -
     return _calling(bundle.write_zip, target)
 
 
+def saved_notebook(name: Optional[str], edited: Sequence[int]) -> str:
+    """Where a build error comes from when the notebook on disk lags what the kernel ran."""
+    where = f"In the saved {name or 'notebook'}"
+    if not edited:
+        return f"{where} (it differs from what you ran: save it with Ctrl-S to build your latest edits)"
+    cells = ", ".join(str(index + 1) for index in edited)
+    which = f"cell {cells} was" if len(edited) == 1 else f"cells {cells} were"
+    return f"{where} ({which} edited since it was saved: save it with Ctrl-S to build what you ran)"
+
+
 def python_version(value: Optional[str]) -> Optional[str]:
     """``--python`` checked: a version like 3.11, or None for the running interpreter's."""
     if value is None:
@@ -115,14 +125,23 @@ class ModelSource:
     save: Optional[str] = None  # also write the zip here
     show_summary: bool = True  # say what went into the model
     extra: dict = field(default_factory=dict)  # more build options (model_type, schedule, allow_keys)
+    stale_note: Optional[str] = None  # the saved notebook differs from what the kernel ran (locate.py)
+    edited: Sequence[int] = ()  # which of its cells were edited (and run) since it was saved
 
     def build(self, feedback: Feedback, model_id: Optional[str] = None, project_id: Optional[str] = None) -> "Bundle":
-        bundle = build_model(
-            self.cells, entry=self.entry, notebook_name=self.notebook_name, base_dir=self.base_dir,
-            include=list(self.include), requirements=self.requirements, python_version=self.python_version,
-            backtest_args=self.backtest_args, model_id=model_id, project_id=project_id, select=self.select,
-            **self.extra,
-        )
+        try:
+            bundle = build_model(
+                self.cells, entry=self.entry, notebook_name=self.notebook_name, base_dir=self.base_dir,
+                include=list(self.include), requirements=self.requirements, python_version=self.python_version,
+                backtest_args=self.backtest_args, model_id=model_id, project_id=project_id, select=self.select,
+                **self.extra,
+            )
+        except BuildFailed as exc:
+            if self.stale_note:  # the error quotes the file, not what is on the user's screen: say so
+                raise BuildFailed(f"{saved_notebook(self.notebook_name, self.edited)}: {exc}", exc.problems) from None
+            raise
+        if self.stale_note:
+            feedback.note(f"Note: {self.stale_note}")
         if self.show_summary:
             feedback.note(bundle.summary())
         if self.save:

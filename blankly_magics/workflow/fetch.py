@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Optional
 from ..hints import NOTEBOOK, Hints
 from ..results import BacktestResult, DeployResult
 from .logs import backtest_log, model_log, read_all, tail_bytes
+from .periods import empty_period_error
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -43,6 +44,9 @@ def fetch_backtest(session: "Session", backtest_id: str, hints: Hints = NOTEBOOK
     """A backtest's status and, once it completed, its metrics, account values and trades
     (the end of its log when it failed)."""
     payload = session.client.backtest_result(backtest_id)
+    explained = empty_period_error(payload.get("error"), payload.get("args"), hints)
+    if explained:  # said once, in the face's words: Blankly's own advice (to="1y") misleads here
+        return result_from(session, dict(payload, error=explained), hints)
     tail = tail_bytes(backtest_log(session, backtest_id)) if payload.get("status") == "failed" else ""
     return result_from(session, payload, hints, log_tail=tail)
 
@@ -51,8 +55,10 @@ def deployment_result(
     session: "Session", model_id: str, *, answer: Optional[dict] = None, name: Optional[str] = None,
     hints: Hints = NOTEBOOK,
 ) -> DeployResult:
-    """The live state of a model (after a deploy, ``answer`` carries its version)."""
+    """The live state of a model (after a deploy, ``answer`` carries its version), named."""
     state = session.client.deployment(model_id)
+    if name is None:
+        name = model_name(session, model_id)
     source = model_log(session, model_id)
     return DeployResult.from_api(answer or {"modelId": model_id}, state, name=name,
                                  fetch_logs=lambda: read_all(source), commands=hints)
@@ -62,3 +68,13 @@ def stop_model(session: "Session", model_id: str) -> str:
     """Stop a live model; the line to show."""
     answer = session.client.kill(model_id)
     return f"Model {model_id}: {answer.get('state') or answer.get('status')}"
+
+
+def model_name(session: "Session", model_id: str) -> Optional[str]:
+    """A model's name (None when the server cannot say)."""
+    from ..client import DeploymentError
+
+    try:
+        return session.client.model_details(model_id).get("name")
+    except DeploymentError:
+        return None

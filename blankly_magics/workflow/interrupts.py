@@ -16,6 +16,8 @@ waiting for a        the run stops waiting; the backtest goes on         the bac
 backtest             (``cancel`` stops it on the server)
 waiting for a        the run stops waiting; the points go on (``cancel``  the sweep, its finished
 sweep                SWEEP_ID stops those not finished)                  points' results kept
+waiting for a live   the run stops waiting; the model goes on getting    the model, deployed
+model to start       ready (``stop`` stops it)
 following a log      the following stops                                 the run, unchanged
 ===================  ==================================================  =========================
 """
@@ -70,6 +72,11 @@ def while_waiting(backtest_id: str, hints: Hints) -> str:
 def while_sweeping(sweep_id: str, finished: int, total: int, hints: Hints) -> str:
     return (f"Stopped waiting. Sweep {sweep_id} keeps running on the server ({finished} of {total} points "
             f"finished): see it with {hints.sweep(sweep_id)}, or stop the rest with {hints.cancel(sweep_id)}")
+
+
+def while_starting(model_id: str, hints: Hints) -> str:
+    return (f"Stopped waiting. Model {model_id} keeps starting on the server: "
+            f"check it with {hints.status(model_id)}, stop it with {hints.stop(model_id)}")
 
 
 def while_following(what: str) -> str:

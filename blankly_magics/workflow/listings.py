@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..listing import Listing
-from .lookup import RunError, find_model_id, project_id_of, project_ids
+from .lookup import RunError, find_model_id, project_id_of, project_ids, project_names
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -18,8 +18,10 @@ def projects(session: "Session") -> Listing:
 
 def models(session: "Session", project: Optional[str] = None) -> Listing:
     """The models of ``project`` (an id or a name), or of every project."""
-    rows = [m for pid in project_ids(session, project) for m in session.client.models(pid)]
-    cols = [("modelId", "id"), ("name", "name"), ("type", "type"), ("projectId", "project"), ("createdAt", "created")]
+    names = project_names(session)
+    rows = [dict(m, project=names.get(m.get("projectId"), m.get("projectId")))
+            for pid in project_ids(session, project) for m in session.client.models(pid)]
+    cols = [("name", "name"), ("type", "type"), ("project", "project"), ("createdAt", "created"), ("modelId", "id")]
     return Listing("Models", cols, rows)
 
 
@@ -31,9 +33,12 @@ def versions(session: "Session", model: str, project: Optional[str] = None) -> L
 
 
 def statuses(session: "Session") -> Listing:
-    """The live state of every model."""
-    cols = [("modelId", "model"), ("name", "name"), ("state", "state"), ("versionId", "version"), ("since", "since")]
-    return Listing("Model status", cols, session.client.status())
+    """The live state of every model, named, with its project's name; the ids last, for tools."""
+    names = project_names(session)
+    rows = [dict(s, project=names.get(s.get("projectId"), s.get("projectId"))) for s in session.client.status()]
+    cols = [("name", "model"), ("project", "project"), ("state", "state"), ("since", "since"), ("modelId", "id"),
+            ("versionId", "version")]
+    return Listing("Model status", cols, rows)
 
 
 # The key metrics a backtest list shows (from the server's summary of each completed result):

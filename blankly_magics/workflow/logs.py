@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import interrupts
 from .feedback import Feedback
+from .states import LIVE_ACTIVE
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -37,7 +38,7 @@ def backtest_log(session: "Session", backtest_id: str) -> LogSource:
 def model_log(session: "Session", model_id: str) -> LogSource:
     client = session.client
     return LogSource(f"model {model_id}", lambda offset: client.model_logs(model_id, offset=offset),
-                     lambda page: client.deployment(model_id).get("state") in ("running", "starting"))
+                     lambda page: client.deployment(model_id).get("state") in LIVE_ACTIVE)
 
 
 class LogCursor:

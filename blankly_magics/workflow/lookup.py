@@ -62,6 +62,12 @@ def project_ids(session: "Session", project: Optional[str] = None) -> list[str]:
     return [project_id_of(p) for p in session.client.projects() if isinstance(p, dict)]
 
 
+def project_names(session: "Session") -> dict[str, str]:
+    """Each of the user's projects' name by its id (what tables show instead of the id)."""
+    return {project_id_of(p): str(p.get("name") or project_id_of(p))
+            for p in session.client.projects() if isinstance(p, dict)}
+
+
 def resolve_model(session: "Session", ref: str, project_id: Optional[str] = None) -> dict:
     """A model by id, else by exact name (then case-insensitive), in ``project_id``
     or, when None, in every project of the user."""

@@ -10,7 +10,11 @@ when the cells came from a kernel's history) keeps, per server and notebook:
   the model that upload made (see ``lookup.find_uploaded_model``) instead of making a
   second one. Recording the model settles it.
 
-Entries are keyed by :func:`server_key` and the notebook's file name. A folder that
+Entries are keyed by :func:`server_key` and the notebook's file name: the server's
+identity when it reports one (the same server on any URL, so the embedded server
+back on another port keeps its models), else its URL. Entries an older version
+keyed by the URL are still read while that URL is the server's, and move to the
+identity's key when next written. A folder that
 cannot be written (read-only) raises OSError from the writers; the flows say so in a
 note and go on: forgetting a model must never fail a run that worked.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..files import read_json, write_json
 
@@ -30,20 +34,24 @@ HISTORY = "(kernel history)"  # the notebook's name when the cells came from the
 
 
 def server_key(session: "Session") -> str:
-    """The server a model lives on, as the side file names it (its URL)."""
-    return session.url
+    """The server a model lives on, as the side file names it: ``server:ID`` when the server
+    reports its identity, else its URL."""
+    server_id = getattr(session.client, "server_id", None)
+    return f"server:{server_id}" if server_id else session.url
 
 
 class Memory:
-    """One notebook's memory of one server."""
+    """One notebook's memory of one server; ``also`` are older keys of that server, still read."""
 
-    def __init__(self, notebook: Optional[Path], server: str) -> None:
+    def __init__(self, notebook: Optional[Path], server: str, also: Sequence[str] = ()) -> None:
         self.path = (Path(notebook).parent if notebook else Path.cwd()) / SIDE_FILE
-        self.key = f"{server}|{Path(notebook).name if notebook else HISTORY}"
+        name = Path(notebook).name if notebook else HISTORY
+        self.key = f"{server}|{name}"
+        self.old_keys = [f"{key}|{name}" for key in also if key != server]
 
     @classmethod
     def of(cls, session: "Session", notebook: Optional[Path]) -> "Memory":
-        return cls(notebook, server_key(session))
+        return cls(notebook, server_key(session), also=(session.url,))
 
     def _data(self) -> dict:
         data = read_json(self.path, {})
@@ -51,16 +59,23 @@ class Memory:
 
     def _entry(self, section: str) -> Optional[dict]:
         entries = self._data().get(section)
-        entry = entries.get(self.key) if isinstance(entries, dict) else None
-        return entry if isinstance(entry, dict) else None
+        for key in (self.key, *self.old_keys):
+            entry = entries.get(key) if isinstance(entries, dict) else None
+            if isinstance(entry, dict):
+                return entry
+        return None
 
     def _write(self, section: str, entry: dict, settle: Optional[str] = None) -> Path:
         data = self._data()
         entries = data.get(section) if isinstance(data.get(section), dict) else {}
+        for key in self.old_keys:  # moved to the identity's key
+            entries.pop(key, None)
         entries[self.key] = entry
         data[section] = entries
         settled = data.get(settle) if settle else None
-        if isinstance(settled, dict) and settled.pop(self.key, None) is not None:
+        if isinstance(settled, dict):
+            for key in (self.key, *self.old_keys):
+                settled.pop(key, None)
             data[settle] = settled
         return write_json(self.path, data)
 

@@ -2,9 +2,10 @@
 
 ``run`` chooses the target model, builds the model for it, checks the parameter overrides
 against its parameters cell, uploads it, remembers the model for the notebook's next run,
-and for a backtest (or a sweep) waits for the result: the magics' ``%%blankly_deploy``,
-the CLI's ``backtest``/``deploy`` and the panel's buttons all go through it, so they
-choose, say and stop alike.
+and waits: for a backtest's result (or a sweep's), or while a live model starts (and
+builds its environment). The magics' ``%%blankly_deploy``, the CLI's
+``backtest``/``deploy`` and the panel's buttons all go through it, so they choose, say
+and stop alike.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from . import interrupts
 from .build import ModelSource
 from .feedback import Feedback
 from .fetch import deployment_result, fetch_backtest
+from .live import wait_until_started
 from .params import ParameterError, check_apart, check_names
+from .periods import fill_period
 from .sweeps import Sweep, fetch_sweep, wait_for_sweep
 from .target import choose_target
 from .upload import upload
@@ -86,14 +89,21 @@ def run(
     what = "deploy" if request.kind == "live" else "backtest"
     if request.sweep is not None:
         what = f"sweep of {request.sweep.size} backtests"
+    backtest_args = request.backtest_args
+    if request.kind == "backtest":  # no period given: the price file's, when the code reads one
+        backtest_args, said = fill_period(backtest_args, bundle)
+        if said:
+            feedback.note(f"{said} (give another with {feedback.hints.period})")
     feedback.note(f"Uploading to {target.describe()} on {session.url} for a {what}...")
     answer = upload(session, bundle, target, feedback, kind=request.kind, notebook=request.notebook,
                     plan=request.plan, python_version=request.python_version, description=request.description,
-                    backtest_args=request.backtest_args, parameters=request.parameters, sweep=request.sweep)
+                    backtest_args=backtest_args, parameters=request.parameters, sweep=request.sweep)
     if answer is None:
         return None
     model_id = str(answer.get("modelId") or target.model_id or "")
     if request.kind == "live":
+        if request.wait:  # while it starts (its environment may be built first)
+            wait_until_started(session, model_id, feedback, poll=request.poll, timeout=request.timeout)
         return deployment_result(session, model_id, answer=answer, name=target.name, hints=feedback.hints)
     if request.sweep is not None:
         return _follow_sweep(session, request, answer, model_id, feedback)

@@ -10,6 +10,7 @@ from ..transport import DeploymentError
 from . import interrupts
 from .feedback import Feedback
 from .fetch import fetch_backtest, result_from
+from .states import state_text
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -47,8 +48,8 @@ def wait_for_backtest(
     started = time.monotonic()
     last: dict = {"backtestId": backtest_id, "status": "unknown"}
 
-    def show(word: str) -> None:
-        feedback.status(f"Backtest {backtest_id}: {word} ({time.monotonic() - started:.0f} s)", word)
+    def show(word: str, text: str = "") -> None:
+        feedback.status(f"Backtest {backtest_id}: {text or word} ({time.monotonic() - started:.0f} s)", word)
 
     try:
         status = _poll(session, backtest_id, feedback, poll, timeout, show, last)
@@ -66,7 +67,7 @@ def wait_for_backtest(
 
 
 def _poll(session: "Session", backtest_id: str, feedback: Feedback, poll: float, timeout: Optional[float],
-          show: Callable[[str], None], last: dict) -> dict:
+          show: Callable[[str, str], None], last: dict) -> dict:
     """The backtest's last status: a final one, or the one seen when ``timeout`` passed."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay, state, since = 0.0, None, 0.0
@@ -84,7 +85,7 @@ def _poll(session: "Session", backtest_id: str, feedback: Feedback, poll: float,
         last.clear()
         last.update(status)
         word = str(status.get("status"))
-        show(word)
+        show(word, state_text(status))  # "building the environment: pip: ..." while one is built
         now = time.monotonic()
         if word in TERMINAL_STATES or (deadline is not None and now >= deadline):
             return status

@@ -77,12 +77,12 @@ def test_deploy_status_logs_and_stop_from_a_terminal(home, tmp_path):
     notebook = write_notebook(tmp_path / "ticker.ipynb", TICKER)
     done = blankly("deploy", str(notebook), "--name", "ticker")
     assert done.returncode == 0, done.stderr[-3000:]
-    model_id = re.search(r"Model (\w+) version \w+: (starting|running)", done.stdout).group(1)
+    model_id = re.search(r"Model ticker \((\w+)\) version \w+: (starting|running)", done.stdout).group(1)
     assert f"Watch: blankly-magics logs --model {model_id} --follow" in done.stdout
 
     wait_for(lambda: "tick 5" in blankly("logs", "--model", "ticker").stdout, "the live model's log", timeout=120)
     status = blankly("status", "--model", "ticker")
-    assert f"Model {model_id} version" in status.stdout and ": running" in status.stdout
+    assert f"Model ticker ({model_id}) version" in status.stdout and ": running" in status.stdout
     assert "ticker" in blankly("status").stdout
     stopped = blankly("stop", "--model", "ticker")
     assert stopped.stdout == f"Model {model_id}: stopped\n"
@@ -101,6 +101,7 @@ def test_bad_input_exits_2_with_one_line(home, tmp_path, rsi_notebook):
         "backtest period: give both a start and an end date (like 2021-01-01), or 'to' (a span like 1y)")
     assert one_line_error(blankly("backtest", str(rsi_notebook), "--python", "three")) == (
         "--python takes a version like 3.11, not 'three'")
+    assert one_line_error(blankly("stauts")).endswith("; did you mean 'status'? (see `blankly-magics --help`)")
     assert one_line_error(blankly("status", "--bogus")) == (
         "blankly-magics: unrecognized arguments: --bogus (see `blankly-magics --help`)")
     assert one_line_error(blankly("versions")) == ("blankly-magics versions: the following arguments are "

@@ -132,6 +132,20 @@ def test_bad_subcommands(cells):
     assert cells.fails("%blankly_deploy --backtest").startswith("%%blankly_deploy is a cell magic")
 
 
+def test_a_typo_gets_did_you_mean_and_deploy_points_to_the_cell_magic(cells):
+    typo = cells.fails("%blankly stauts")
+    assert typo.startswith("%blankly: argument SUBCOMMAND: invalid choice: 'stauts' (choose from 'projects', ")
+    assert typo.endswith("'panel'); did you mean 'status'? (see `%blankly --help`)")
+    assert "did you mean" not in cells.fails("%blankly xyzzy")
+    assert cells.fails("%blankly deploy --model RSI") == (
+        "%blankly deploy: deploying is the cell magic %%blankly_deploy: put it on the first line of the cell that "
+        "holds the entry point, e.g. strategy.start()"
+    )
+    assert cells.fails("%blankly backtest").startswith("%blankly backtest: backtesting is the cell magic "
+                                                       "%%blankly_deploy --backtest")
+    assert cells.fails("%blankly login") == "%blankly login: signing in is %blankly_login"
+
+
 def test_empty_deploy_cell(cells, rsi_notebook):
     assert cells.fails(f"%%blankly_deploy --dry-run --notebook {rsi_notebook}\n\n").startswith(
         "the %%blankly_deploy cell is empty"
@@ -210,6 +224,18 @@ def test_unsaved_edits_are_reported(cells, rsi_notebook):
     assert out.startswith(f"Notebook: {rsi_notebook.resolve()} (found via --notebook)\n"
                           "Note: the notebook on disk differs from what you ran: save it (Ctrl-S) "
                           "to deploy your latest edits\n")
+
+
+def test_a_build_error_says_it_comes_from_the_saved_notebook_whose_cell_was_edited_since(cells, tmp_path):
+    saved = "#| blankly\ndef size():\n    return LIMIT * 2\n"  # LIMIT: defined nowhere in the saved file
+    notebook = write_notebook(tmp_path / "draft.ipynb", ["#| blankly\nimport math\n", saved])
+    cells.ip.run_cell("#| blankly\nimport math\n", store_history=True)
+    cells.ip.run_cell("#| blankly\ndef size():\n    return 10 * 2\n", store_history=True)  # fixed, not saved
+    message = cells.fails(f"%%blankly_deploy --dry-run --notebook {notebook}\nprint(size())")
+    assert message.startswith("In the saved draft.ipynb (cell 2 was edited since it was saved: save it with "
+                              "Ctrl-S to build what you ran): cannot build the model: cell 2 (`def size():`)")
+    assert "LIMIT" in message
+    assert "Note: the notebook on disk differs" not in cells.seen[-1]  # said once, in the error
 
 
 # ------------------------------------------------------------ signing in
@@ -357,7 +383,8 @@ def test_backtest_the_rsi_notebook_and_inspect_it(cells, alice, rsi_notebook):
     # the notebook remembers its model: the next backtest adds a version to it
     model_id = result.model_id
     remembered = json.loads((rsi_notebook.parent / ".blankly_magics.json").read_text())
-    assert remembered["models"][f"{alice.url}|rsi.ipynb"]["modelId"] == model_id
+    server_id = alice.health()["serverId"]  # by the server's identity, whatever its URL
+    assert remembered["models"][f"server:{server_id}|rsi.ipynb"]["modelId"] == model_id
     out = cells.run(f"{RSI_BACKTEST.format(nb=rsi_notebook)} --no-wait\n{RSI_ENTRY}")
     assert f"Uploading to model rsi ({model_id})" in out
     second = cells.last
@@ -390,6 +417,21 @@ def test_backtest_the_rsi_notebook_and_inspect_it(cells, alice, rsi_notebook):
 
 
 @pytest.mark.slow
+def test_no_period_backtests_the_price_files_span_and_an_empty_one_says_what_was_tried(cells, alice, rsi_notebook):
+    cell = f"%%blankly_deploy --backtest --notebook {rsi_notebook} --initial USD=10000{{}}\n".format
+    out = cells.run(cell("") + RSI_ENTRY)
+    assert ("No backtest period given: backtesting GOOG-USD-1d.csv's, 2010-03-10 to 2013-03-01 (give another "
+            "with --start YYYY-MM-DD --end YYYY-MM-DD)") in out
+    assert cells.last.status == "completed" and cells.last.args["start_date"] == "2010-03-10", out
+
+    out = cells.run(cell(" --to 1y") + RSI_ENTRY)  # the last year: the shipped prices end in 2013
+    said = ("no prices in the backtest period (the last 1y (to: 1y)): give a start and an end within your data "
+            "with --start YYYY-MM-DD --end YYYY-MM-DD")
+    assert cells.last.status == "failed" and cells.last.error == said
+    assert out.count(said) == 1 and "Try adding arguments" not in out  # once, and not Blankly's advice
+
+
+@pytest.mark.slow
 def test_failed_backtest_shows_reason_and_log_tail(cells, alice, tmp_path):
     nb = write_notebook(tmp_path / "boom.ipynb", ["import blankly\n", "def boom():\n    raise RuntimeError('no data here')\n"])
     out = cells.run(f"%%blankly_deploy --backtest --notebook {nb}\nboom()")
@@ -419,7 +461,7 @@ def test_deploy_live_watch_and_stop(cells, alice, tmp_path):
     out = cells.run(f"%%blankly_deploy --notebook {nb} --name ticker -m 'v1'\n{entry}")
     deployed = cells.last
     assert deployed.status in ("starting", "running"), out
-    assert f"Model {deployed.model_id} version {deployed.version_id}: {deployed.status}" in out
+    assert f"Model ticker ({deployed.model_id}) version {deployed.version_id}: {deployed.status}" in out
     assert f"%blankly logs --model {deployed.model_id} --follow" in out
     assert f"%blankly stop --model {deployed.model_id}" in out
 
@@ -434,6 +476,29 @@ def test_deploy_live_watch_and_stop(cells, alice, tmp_path):
     assert out == f"Model {deployed.model_id}: stopped\n"
     out = cells.run("%blankly logs --model ticker --follow")  # prints what there is, then sees it stopped
     assert "tick" in out and out.endswith(f"(model {deployed.model_id} is not running any more)\n")
+
+
+def test_logs_fall_back_to_this_notebooks_model_and_status_names_it_and_says_stopped(cells, alice, tmp_path):
+    nb = write_notebook(tmp_path / "ticker.ipynb", ["#| blankly\nimport time\n"])
+    cells.run(f"%config BlanklyMagics.notebook = '{nb}'")  # what the kernel finds in JupyterLab
+    assert cells.fails("%blankly logs") == ("%blankly logs: give --model ID_OR_NAME or --backtest BACKTEST_ID "
+                                            "(this notebook has run no model on this server yet)")
+    cells.run("%%blankly_deploy\nwhile True:\n    print('beat', flush=True)\n    time.sleep(0.5)")
+    model_id = cells.last.model_id
+    deadline = time.monotonic() + 120
+    while "beat" not in (out := cells.run("%blankly logs")):  # no --model: the one this notebook ran
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert out.startswith("(the log of model ticker, the one this notebook ran last)\n")
+    listed = cells.run("%blankly status").splitlines()
+    head = listed.index("Model status (1)")
+    assert listed[head + 1].split() == ["model", "project", "state", "since", "id", "version"]
+    assert listed[head + 2].split()[:3] == ["ticker", "Personal", "running"] and model_id in listed[head + 2]
+
+    assert cells.run("%blankly stop --model ticker") == f"Model {model_id}: stopped\n"
+    status = cells.run("%blankly status --model ticker")
+    assert f"\nModel ticker ({model_id}) version " in status and ": stopped\n" in status
+    assert "exit code" not in status and "%blankly" not in status  # nothing to watch or stop
 
 
 @pytest.mark.slow

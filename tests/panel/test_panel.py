@@ -5,6 +5,7 @@ executor that runs it at once, so each click has finished when it returns.
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -188,6 +189,21 @@ def test_backtest_by_clicking_against_the_local_server(make_panel, local_server)
     assert again.target.model_dd.value == model_id and again.target.model_name.layout.display == "none"
 
 
+@pytest.mark.slow
+@pytest.mark.blankly
+def test_a_period_without_prices_is_said_once_naming_the_panels_fields(make_panel, local_server) -> None:
+    panel = make_panel()
+    sign_in_with_form(panel, local_server)
+    panel.backtest.to_input.value = "1y"  # the shipped prices end in 2013
+    panel.backtest.initial_input.value = "USD=10000"
+    panel.backtest.backtest_button.click()
+    said = ("no prices in the backtest period (the last 1y (to: 1y)): give a start and an end within your data "
+            "with the panel's Start and End fields")
+    assert panel.status_text.endswith("failed: the reason is below."), panel.status_text
+    shown = html.unescape(results_html(panel)) + panel.status_text
+    assert shown.count(said) == 1 and "Try adding arguments" not in shown
+
+
 def test_a_typed_token_wins_over_the_environment_and_never_enters_it(make_panel, local_server, monkeypatch) -> None:
     monkeypatch.setenv("BLANKLY_REFRESH_TOKEN", local_server.refresh_token("bob"))
     panel = make_panel()
@@ -223,22 +239,25 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
     assert "Confirm deploy live" in panel.status_text
     assert local_server.request("POST", "/model/list", data={"projectId": user_id}).json() == []  # nothing yet
 
-    panel.deploy.deploy_button.click()
+    panel.deploy.deploy_button.click()  # returns once the model runs (it waits while the model starts)
     assert panel.deploy.deploy_button.description == "Deploy live"
-    assert panel.status_text.startswith("\u2714 Deployed model"), panel.status_text
+    assert panel.status_text == "\u2714 Deployed ticker version 1: running.", panel.status_text
     model_id = panel.deploy.model_id
-    assert panel.deploy.bar.layout.display != "none" and model_id in results_html(panel)
+    card = panel.deploy.card.value
+    assert panel.deploy.bar.layout.display != "none" and "ticker" in card and "Personal" in card
+    assert "running" in card and model_id not in card  # names, not hex ids
     assert "%blankly" not in results_html(panel)  # Logs and Stop are the buttons below, not commands
+    assert not panel.deploy.stop_button.disabled
     state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
-    assert state["state"] in ("starting", "running")
+    assert state["state"] == "running"
 
-    def logs_shown() -> bool:
-        panel.logs.logs_button.click()
-        return "ticker model up" in "".join(out.get("text", "") for out in panel.logs.output.outputs)
-
-    wait_for(logs_shown, "the live model's log in the panel", timeout=120, poll=1.0)
+    panel.logs.logs_button.click()  # opens the box and follows the log
+    assert panel.logs.logs_button.description == "Hide logs"
+    wait_for(lambda: "ticker model up" in panel.logs.text, "the live model's log in the panel", timeout=120)
+    assert "ticker model up" in panel.logs.box.value
     panel.deploy.stop_button.click()
-    assert "stopped" in panel.status_text, panel.status_text
+    assert panel.status_text == "\u2714 Model ticker: stopped.", panel.status_text
+    assert "stopped" in panel.deploy.card.value and panel.deploy.stop_button.disabled  # nothing left to stop
     state = local_server.request("GET", "/model/deployment", params={"modelId": model_id}).json()
     assert state["state"] == "stopped"
     assert buttons_enabled(panel)
@@ -246,6 +265,26 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
     panel.sign_in.sign_out_button.click()  # what was deployed belonged to that session: its card goes
     assert panel.deploy.bar.layout.display == "none" and panel.logs.area.layout.display == "none"
     assert panel.deploy.model_id is None
+
+
+def test_the_deployment_card_follows_a_crashing_model_with_its_error_until_it_is_stopped(
+        make_panel, local_server, tmp_path) -> None:
+    notebook = write_notebook(tmp_path / "keyless" / "keyless.ipynb", [
+        "#| blankly\nraise RuntimeError('this exchange has no keys: it cannot trade live')\n"])
+    panel = make_panel(notebook, confirm_seconds=30)
+    sign_in_with_form(panel, local_server)
+    panel.target.mode.value = "live"
+    panel.deploy.deploy_button.click()
+    panel.deploy.deploy_button.click()
+    assert panel.status_text.startswith("\u2714 Deployed keyless version 1: starting"), panel.status_text
+    error = "RuntimeError: this exchange has no keys: it cannot trade live"
+    # Restarting after the crash: the card says why, on its own (no click), and Stop can still stop it.
+    wait_for(lambda: error in panel.deploy.card.value, "the crash's error line on the card", timeout=60)
+    assert "restarts: " in panel.deploy.card.value and not panel.deploy.stop_button.disabled
+    panel.deploy.stop_button.click()
+    card = panel.deploy.card.value
+    assert "stopped" in card and "starting" not in card, card
+    assert panel.deploy.stop_button.disabled and panel.status_text == "\u2714 Model keyless: stopped."
 
 
 def test_the_confirmation_expires(make_panel, local_server) -> None:

@@ -78,7 +78,7 @@ def test_the_activity_view_follows_the_deployed_model_and_refreshes_while_shown(
     panel.target.mode.value = "live"
     panel.deploy.deploy_button.click()
     panel.deploy.deploy_button.click()
-    assert panel.status_text.startswith("\u2714 Deployed model"), panel.status_text
+    assert panel.status_text.startswith("\u2714 Deployed reporter version 1"), panel.status_text
     model_id = panel.deploy.model_id
 
     # The view's own timer: shown for the deployed model, its orders coming in by themselves.

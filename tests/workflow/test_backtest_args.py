@@ -54,3 +54,45 @@ def test_the_options_of_the_magics_and_the_cli_read_json_under_the_shortcuts() -
     with pytest.raises(BacktestArgsError, match=re.escape("--args must be a JSON object")):
         from_options("[1]")
     assert from_options(initial=["USD=5"]) == {"initial_values": {"USD": 5}}
+
+
+# ---------------------------------------------------------------- periods from a price file
+
+
+def test_a_price_files_span_is_read_from_its_first_and_last_time(prices_csv) -> None:
+    from blankly_magics.workflow.periods import csv_span
+
+    with open(prices_csv, "rb") as handle:
+        assert csv_span(handle) == ("2010-03-10", "2013-03-01")
+
+
+def test_no_period_given_means_the_price_files_which_the_code_reads(rsi_notebook) -> None:
+    from blankly_magics.workflow import build_model
+    from blankly_magics.workflow.periods import fill_period
+
+    bundle = build_model(rsi_notebook)
+    assert bundle.manifest["backtest_args"] == {"to": "1y"}  # blankly.json's default
+    args, note = fill_period(None, bundle)
+    assert args == {"start_date": "2010-03-10", "end_date": "2013-03-01"}
+    assert note == "No backtest period given: backtesting GOOG-USD-1d.csv's, 2010-03-10 to 2013-03-01"
+    assert fill_period({"initial_values": {"USD": 10}}, bundle)[0] == {
+        "initial_values": {"USD": 10}, "start_date": "2010-03-10", "end_date": "2013-03-01"}
+    assert fill_period({"to": "1y"}, bundle) == ({"to": "1y"}, None)  # given: kept, even when it holds no data
+    given = {"start_date": "2011-01-01", "end_date": "2012-01-01"}
+    assert fill_period(given, bundle) == (given, None)
+
+
+def test_the_empty_period_error_says_which_period_was_tried_and_how_to_give_one() -> None:
+    from blankly_magics.hints import PANEL, TERMINAL
+    from blankly_magics.workflow.periods import empty_period_error
+
+    blankly_says = ('IndexError: No cached or downloaded data available. Try adding arguments such as to="1y" in '
+                    'the backtest command.')
+    assert empty_period_error(blankly_says, {"to": "1y"}) == (
+        "no prices in the backtest period (the last 1y (to: 1y)): give a start and an end within your data with "
+        "--start YYYY-MM-DD --end YYYY-MM-DD")
+    assert empty_period_error(blankly_says, {"start_date": "2020-01-01", "end_date": "2021-01-01"}, PANEL) == (
+        "no prices in the backtest period (2020-01-01 to 2021-01-01): give a start and an end within your data "
+        "with the panel's Start and End fields")
+    assert "--start YYYY-MM-DD" in empty_period_error(blankly_says, {}, TERMINAL)
+    assert empty_period_error("ValueError: bad config", {"to": "1y"}) is None

@@ -1,7 +1,8 @@
 """Backtests: a bounded queue, a pool of worker threads, and each backtest's statuses and result.
 
 Statuses go out through ``on_backtest(backtest_id, fields)``; fields is a dict with any of
-status ("queued"|"running"|"completed"|"failed"|"cancelled"), started_at, ended_at (epoch
+status ("queued"|"running"|"building"|"completed"|"failed"|"cancelled"; "building" while its
+Python environment is built, its step in ``Backtests.progress``), started_at, ended_at (epoch
 float), exit_code (int|None), error (str|None: the reason for failed/cancelled), result
 (dict|None: {"metrics": {...}, "account_values": [{"time": t, "value": v}, ...], "trades": [...],
 "initial_account_value", "final_account_value", "start_time", "stop_time", "symbols",
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .building import BUILD_LOG, BuildLog
 from .executor import Executor, Exit, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id, read_json_report
 from .logs import LogSink, failure_reason, with_network_hint
@@ -58,6 +60,7 @@ class _Backtest:
     stop_reason: Optional[str] = None
     started: bool = False  # a worker took it from the queue
     done: bool = False
+    progress: Optional[str] = None  # the step of its environment's build, while one is built
 
 
 class Backtests:
@@ -128,6 +131,12 @@ class Backtests:
     def log_path(self, backtest_id: str) -> Path:
         return self.folder / check_id("backtest id", backtest_id) / LOG_NAME
 
+    def progress(self, backtest_id: str) -> Optional[str]:
+        """What the build of the backtest's environment is doing (None when none is being built)."""
+        with self._lock:
+            run = self._runs.get(backtest_id)
+        return run.progress if run is not None else None
+
     # -- one backtest ---------------------------------------------------------------
 
     def _work(self) -> None:
@@ -170,14 +179,24 @@ class Backtests:
         self.report(job.backtest_id, {"status": "running", "started_at": time.time()})
         prepared: Optional[Prepared] = None
         keep_report = True
+        build = BuildLog(folder.root / BUILD_LOG, log, lambda step: self._building(run, step))
         try:
-            prepared = self.executor.prepare(self._request(job, folder), log, run.cancelled)
+            try:
+                prepared = self.executor.prepare(self._request(job, folder), build, run.cancelled)
+            finally:
+                build.done()
+            if run.progress is not None:
+                run.progress = None
+                log.note(f"built the environment in {build.seconds:.0f} s")
+                self.report(job.backtest_id, {"status": "running"})
             log.note(f"backtest {job.backtest_id}: python {prepared.python_version}, "
                      f"{limits_text(job.limits, True)}{'' if self.network else ', no network'}")
             end = self.executor.run(prepared, log, run.cancelled, lambda pid, started: None)
             keep_report = not (end.reason or "").startswith("stopped: exceeded the plan's disk")
         except RunFailed as exc:
             reason = run.stop_reason if run.cancelled.is_set() else str(exc)
+            if prepared is None and build.started is not None and not run.cancelled.is_set():
+                build.show()  # a failed build's output is the model's log's to show
             log.note(reason or "stopped")
             status = self._stop_status(run) if run.cancelled.is_set() else "failed"
             self._finish(run, {"status": status, "error": reason, "exit_code": None})
@@ -186,6 +205,12 @@ class Backtests:
             if prepared is not None:
                 self.executor.release(prepared, keep_report=keep_report)
         self._conclude(run, end, log)
+
+    def _building(self, run: _Backtest, step: str) -> None:
+        first = run.progress is None
+        run.progress = step
+        if first:
+            self.report(run.job.backtest_id, {"status": "building"})
 
     def _conclude(self, run: _Backtest, end: Exit, log: LogSink) -> None:
         stopped = (run.stop_reason or CANCELLED) if run.cancelled.is_set() else None

@@ -10,6 +10,8 @@ A build runs its steps through a ``Builder``: the run's own sandbox where runs
 are confined (local.py), plain processes otherwise (``Unconfined``). pip runs
 a requirement's build scripts, which are the model author's code like the
 model itself.
+
+A build's output goes to a ``building.BuildLog`` beside the run's log, not into it.
 """
 from __future__ import annotations
 

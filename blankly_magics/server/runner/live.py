@@ -1,7 +1,8 @@
 """Live models: one supervisor thread per deployed model, restarting a crashed strategy with backoff.
 
 States go out through ``on_live(model_id, fields)``; fields is a dict with any of
-state ("starting"|"running"|"stopped"|"crashed"), version_id, pid, since (epoch float),
+state ("starting"|"building"|"running"|"stopped"|"crashed"; "building" while its Python
+environment is built, its step in ``LiveModels.progress``), version_id, pid, since (epoch float),
 exit_code, restarts (int), error (str|None), log_tail (str). A deploy replaces the
 model's running process (stop, then start); the replaced run never reports again.
 Screeners are supervised here too, on their schedule (screeners.py).
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .backtests import SecretFiles, limits_text
+from .building import BUILD_LOG, BuildLog
 from .executor import Executor, Prepared, RunFailed, RunLimits, RunRequest
 from .folders import LOG_NAME, RunFolder, check_id
 from .logs import LogSink, failure_reason, read_tail, with_network_hint
@@ -105,6 +107,19 @@ class LiveModels:
     def log_path(self, model_id: str) -> Path:
         return self.folder / check_id("model id", model_id) / LOG_NAME
 
+    def progress(self, model_id: str) -> Optional[str]:
+        """What the build of the model's environment is doing (None when none is being built)."""
+        with self._lock:
+            live = self._live.get(model_id)
+            return live.status.get("progress") if live is not None else None
+
+    def _building(self, live: Live, step: str) -> None:
+        with self._lock:
+            first = "progress" not in live.status
+            live.status["progress"] = step
+        if first:
+            self.report(live, {"state": "building", "since": time.time()})
+
     def status(self, model_id: str) -> Optional[dict[str, Any]]:
         with self._lock:
             live = self._live.get(model_id)
@@ -159,8 +174,16 @@ class LiveModels:
         folder = RunFolder(self.folder / job.model_id).reset()
         log = LogSink(folder.log, self.log_max_bytes)
         prepared: Optional[Prepared] = None
+        build = BuildLog(folder.root / BUILD_LOG, log, lambda step: self._building(live, step))
         try:
-            prepared = self.executor.prepare(self._request(job, folder), log, live.stop)
+            try:
+                prepared = self.executor.prepare(self._request(job, folder), build, live.stop)
+            finally:
+                build.done()
+            with self._lock:
+                built = live.status.pop("progress", None) is not None
+            if built:
+                log.note(f"built the environment in {build.seconds:.0f} s")
             log.note(f"model {job.model_id}: python {prepared.python_version}, "
                      f"{limits_text(job.limits, job.model_type == 'screener')}{'' if self.network else ', no network'}")
             if job.model_type == "screener":
@@ -172,6 +195,8 @@ class LiveModels:
                 log.note("stopped")
                 self.end(live, {"state": "stopped", "error": None})
                 return
+            if prepared is None and build.started is not None:
+                build.show()  # a failed build's output is the model's log's to show
             log.note(str(exc))
             self.end(live, {"state": "crashed", "error": str(exc), "log_tail": log.tail()})
         except Exception:
@@ -198,9 +223,9 @@ class LiveModels:
         while True:
             end = self.run_once(live, prepared, log, {"state": "running", "restarts": restarts, "exit_code": None,
                                                       "version_id": live.job.version_id})
-            if end.reason == STOPPED:
+            if end.reason == STOPPED:  # asked for: its signal's exit code says nothing to the user
                 log.note("stopped")
-                self.end(live, {"state": "stopped", "exit_code": end.code, "error": None})
+                self.end(live, {"state": "stopped", "exit_code": None, "error": None})
                 return
             if end.reason is None and end.code == 0:
                 log.note("the script ended by itself (exit code 0)")

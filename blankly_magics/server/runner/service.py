@@ -181,3 +181,7 @@ class Runner:
         The one place the server reads a running run's reports: another executor answers it its own way."""
         return read_report_page(self.live.folder / check_id("model id", model_id) / "report", name, offset, limit,
                                 tail=tail)
+
+    def progress(self, kind: str, run_id: str) -> Optional[str]:
+        """The step a "building" run's environment build is at (``kind``: "backtest" or "live")."""
+        return (self.backtests if kind == "backtest" else self.live).progress(run_id)

@@ -44,20 +44,22 @@ def _job_fields(
 
 
 def live_job(
-    server: Server, model: Model, version: Version, plan_name: str, user_id: str
+    server: Server, model: Model, version: Version, plan_name: str, user_id: str, adopt: str = ""
 ) -> LiveJob:
     plan = server.config.plans["live"][plan_name]
     return LiveJob(
-        **_job_fields(server, version, model.project_id, plan, user_id), schedule=version.schedule
+        **_job_fields(server, version, model.project_id, plan, user_id), schedule=version.schedule,
+        adopt=adopt,
     )
 
 
 def submit_backtest(
-    server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str
+    server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str, adopt: str = ""
 ) -> None:
     job = BacktestJob(
         backtest_id=backtest.id,
         backtest_args=backtest.args,
+        adopt=adopt,
         **_job_fields(server, version, backtest.project_id, plan, user_id),
     )
     try:

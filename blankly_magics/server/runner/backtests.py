@@ -45,6 +45,7 @@ class BacktestJob:
     model_type: str = "strategy"
     limits: RunLimits = field(default_factory=RunLimits)
     user_id: str = ""  # given to the model as UID (defaults to project_id: the personal project's id)
+    adopt: str = ""  # the executor's handle of this backtest's job a previous server left running
 
 
 @dataclass
@@ -78,13 +79,16 @@ class Backtests:
             worker.start()
             self._workers.append(worker)
 
-    def stop(self) -> None:
-        """Ask every backtest to stop and every worker to end (join() waits for them)."""
+    def stop(self, detach: bool = False) -> None:
+        """Ask every backtest to stop and every worker to end (join() waits for them). With
+        ``detach`` (an executor whose runs outlive the server) a started backtest is left running
+        and reports nothing more: the next server adopts it."""
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
             if not run.done:
                 run.stop_reason = SERVER_STOPPED if run.started else NEVER_RAN
+                run.done = run.done or (detach and run.started)
                 run.cancelled.set()
         for _ in self._workers:
             self._queue.put(None)
@@ -162,7 +166,7 @@ class Backtests:
         })
         return RunRequest(run_id=f"backtest-{job.backtest_id}", kind="backtest", folder=folder.root,
                           zip_path=job.zip_path, version_id=job.version_id, python_version=job.python_version,
-                          env=env, limits=job.limits, deadline=True, network=self.network)
+                          env=env, limits=job.limits, deadline=True, network=self.network, adopt=job.adopt)
 
     def _run(self, run: _Backtest) -> None:
         job = run.job

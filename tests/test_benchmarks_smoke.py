@@ -28,6 +28,7 @@ ROWS = (
     "multipart: quickstart zip",
     "multipart: 1 MB zip",
     "backtest e2e: quickstart",
+    "ray: RSI backtest as a Ray job",
 )
 
 

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "server_throughput": "bench_server_throughput",
     "multipart": "bench_multipart",
     "backtest_e2e": "bench_backtest_e2e",
+    "ray": "bench_ray",
 }
 
 

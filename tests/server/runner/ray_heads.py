@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-START_TIMEOUT = 180.0  # two shared cores: a head takes 10-40 s to come up
+START_TIMEOUT = 300.0  # two shared cores: a head takes 10-40 s to come up, minutes when they are busy
 # Loopback only, no usage stats, and patience: on a loaded machine a raylet registers slowly.
 HEAD_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_raylet_start_wait_time_s": "300"}

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from . import ray_serve
+
 LISTENING = "Blankly deployment server listening on {url}"
 SERVER_FILE = "server.json"
 LOCK_FILE = "server.lock"
@@ -57,7 +59,8 @@ def serve_parser() -> argparse.ArgumentParser:
             "Print a refresh token for a local user (created when new) with:\n"
             "  python -m blankly_magics.server token [--data-dir DIR] [--user NAME]\n"
             "Once listening, the server writes DIR/server.json = {url, pid, version, startedAt};"
-            "\nSIGINT/SIGTERM stop it cleanly (live models too; they restart with the server)."
+            "\nSIGINT/SIGTERM stop it cleanly (live models too; they restart with the server; with\n"
+            "--executor ray runs go on on the cluster and the next server takes them back)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -114,7 +117,7 @@ def serve_parser() -> argparse.ArgumentParser:
         help="network for runs (default on: backtests download prices, live models reach exchanges); "
         "off gives each run a network of its own with loopback only",
     )
-    _executor_options(parser)
+    ray_serve.add_options(parser, _seconds)
     parser.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
                         help="serve HTTPS with this certificate (PEM; needs --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
@@ -124,29 +127,6 @@ def serve_parser() -> argparse.ArgumentParser:
         help="serve plain HTTP on a --host beyond loopback: only behind a proxy that terminates TLS",
     )
     return parser
-
-
-def _executor_options(parser: argparse.ArgumentParser) -> None:
-    ray = parser.add_argument_group("runs on a Ray cluster (docs/server/ray.md)")
-    ray.add_argument(
-        "--executor", choices=("local", "ray"), default="local",
-        help="where runs go: local (default: processes on this machine, see --isolation) or ray (jobs of the "
-        "Ray cluster at --ray-address; needs pip install 'blankly_magics[ray]')",
-    )
-    ray.add_argument("--ray-address", default="", metavar="URL",
-                     help="the Ray cluster's dashboard (job API) address, e.g. http://127.0.0.1:8265")
-    ray.add_argument(
-        "--ray-schedule-wait", type=_seconds, default=60.0, metavar="SECONDS",
-        help="how long a run waits for a node with its plan's CPUs and memory before it fails (default 60; "
-        "more for a cluster that adds nodes on demand)",
-    )
-    ray.add_argument(
-        "--ray-secrets-listen", default="127.0.0.1:0", metavar="HOST:PORT",
-        help="where jobs fetch their run's secret files (exchange keys), once per start (default 127.0.0.1 on "
-        "a free port: a cluster on this machine only)",
-    )
-    ray.add_argument("--ray-secrets-url", default="", metavar="URL",
-                     help="how the cluster's jobs reach --ray-secrets-listen (default: its address)")
 
 
 def _isolation_option(parser: argparse.ArgumentParser) -> None:
@@ -218,29 +198,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _ray_isolation(args: argparse.Namespace) -> Any:
-    """What runs on a Ray cluster are confined by (nothing from one another); the cluster must answer."""
-    from .isolation import Isolation, IsolationError
-
-    if not args.ray_address:
-        raise IsolationError("--executor ray needs --ray-address URL: the Ray dashboard's address, "
-                             "e.g. http://127.0.0.1:8265")
-    if args.isolation == "bubblewrap":
-        raise IsolationError("--isolation bubblewrap confines runs on this machine; with --executor ray they "
-                             "run on the cluster, where bubblewrap is not used (docs/server/security.md)")
-    if args.run_network == "off":
-        raise IsolationError("--run-network off needs this machine's sandboxes; runs on a Ray cluster have its "
-                             "nodes' network")
-    from .runner.ray_cluster import connect
-
-    try:
-        connect(args.ray_address)
-    except ImportError:
-        raise IsolationError("--executor ray needs Ray: pip install 'blankly_magics[ray]'") from None
-    reason = f"runs go to the Ray cluster at {args.ray_address}, which does not confine one job from another"
-    return Isolation("none", reason=reason, accepted=args.isolation == "none")
-
-
 def _check_exposure(args: argparse.Namespace, data_dir: Path) -> tuple[Any, bool]:
     """The isolation runs get and whether HTTPS is served; IsolationError for what is refused."""
     from .isolation import IsolationError, check_host, check_tls, check_users, detect
@@ -258,7 +215,7 @@ def _check_exposure(args: argparse.Namespace, data_dir: Path) -> tuple[Any, bool
             raise IsolationError(f"cannot use --tls-cert {args.tls_cert} with --tls-key {args.tls_key}: "
                                  f"{getattr(exc, 'strerror', None) or exc}") from None
     check_tls(args.host, tls, args.insecure_http)
-    isolation = _ray_isolation(args) if args.executor == "ray" else detect(args.isolation, data_dir)
+    isolation = ray_serve.isolation(args) if args.executor == "ray" else detect(args.isolation, data_dir)
     check_host(isolation, args.host)
     if args.run_network == "off" and isolation.mode == "none":
         raise IsolationError("--run-network off needs confined runs, and runs cannot be confined here "
@@ -321,6 +278,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(isolation.describe(), file=sys.stderr, flush=True)
+    if args.executor == "ray" and not args.plans:
+        plans = ray_serve.cluster_plans(args.ray_address) or plans
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:

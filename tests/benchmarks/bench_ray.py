@@ -18,6 +18,7 @@ prints (a task, a private folder, the launcher and a fresh interpreter each).
 """
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tempfile
@@ -88,16 +89,17 @@ def _task_overhead(client, tmp: Path, tasks: int) -> dict:
     return json.loads(line[len("TASKS "):])
 
 
-def _points(executor, tmp: Path, count: int) -> dict:
-    """A sweep of ``count`` points of a model that only prints, 2 at once: the seconds until the first
-    point started (the job and its workers coming up) and the core-seconds per point after that."""
+def _points(executor, tmp: Path, name: str, zip_path: Path, count: int) -> dict:
+    """A sweep of ``count`` points, 2 at once: the seconds until the first point started (the job
+    and its workers coming up), the core-seconds per point after that, and a point's own run."""
     from blankly_magics.server.runner import LogSink, RunLimits, RunRequest
     from blankly_magics.server.runner.process import RunStop
-    from tests.server.runs import model_zip
+    from tests.fixtures_notebooks import RSI_BACKTEST_ARGS
 
-    zip_path = model_zip(tmp / "print.zip", "print('a point')\n", prices=False)
-    requests = [RunRequest(f"backtest-p{i}", "backtest", tmp / "points" / str(i), zip_path, "v-print", "",
-                           {"BACKTESTING": "1", "BACKTESTING_ID": f"p{i}"}, RunLimits(), deadline=True)
+    args = base64.b64encode(json.dumps(RSI_BACKTEST_ARGS).encode()).decode()
+    requests = [RunRequest(f"backtest-{name}{i}", "backtest", tmp / name / str(i), zip_path, f"v-{name}", "",
+                           {"BACKTESTING": "1", "BACKTESTING_ID": f"{name}{i}", "BACKTESTING_ARGS": args},
+                           RunLimits(), deadline=True)
                 for i in range(count)]
     ended = []
     submitted = time.time()
@@ -108,6 +110,15 @@ def _points(executor, tmp: Path, count: int) -> dict:
     first = min(e.started for e in ended)
     return {"startup": first - submitted, "per_point": (max(e.ended for e in ended) - first) / count * 2,
             "own": median([e.ended - e.started for e in ended]), "total": time.time() - submitted}
+
+
+def _sweep_table(startup: float, own: float, overhead: float) -> list[str]:
+    rows = []
+    for nodes, cores in ((1, 2), (4, 8), (16, 16)):
+        rounds = -(-1000 // (nodes * cores))
+        rows.append(f"  {nodes} node(s) of {cores} cores: {startup:.0f} s + {rounds} x ({own:.2f} + "
+                    f"{overhead:.3f}) s = {startup + rounds * (own + overhead):.0f} s")
+    return rows
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -150,7 +161,9 @@ def run(quick: bool = False) -> list[Row]:
         job = _job_overhead(client, 3 if quick else 7)
         tasks = _task_overhead(client, tmp, 50 if quick else 300)
         points = 6 if quick else 40
-        sweep = _points(executor, tmp, points)
+        printing = model_zip(tmp / "print.zip", "print('a point')\n", prices=False)
+        sweep = _points(executor, tmp, "print", printing, points)
+        rsi = _points(executor, tmp, "rsi", zip_path, 4 if quick else 12)
     finally:
         if runner is not None:
             runner.shutdown()
@@ -167,7 +180,9 @@ def run(quick: bool = False) -> list[Row]:
         f"in all, one job; {sweep['startup']:.1f} s until the first point started (the job, its driver, two "
         f"workers), then {sweep['per_point']:.2f} core-seconds per point ({sweep['own']:.2f} s of which the "
         "point's own folder, launcher and interpreter)",
-        f"so a 1,000-point sweep on N nodes of C cores takes about {sweep['startup']:.0f} s + 1000 / (N x C) x "
-        f"(the point's own run + {max(sweep['per_point'] - sweep['own'], 0) * 1000:.0f} ms)",
+        f"an RSI point's own run on the cluster (interpreter, Blankly's imports, the backtest): {rsi['own']:.2f} s",
+        "so a 1,000-point RSI sweep on N nodes of C cores takes about (the sweep's start) + 1000 / (N x C) x "
+        "(a point's own run + the per-point overhead):",
+        *_sweep_table(sweep["startup"], rsi["own"], max(sweep["per_point"] - sweep["own"], 0.0)),
     ]
     return [Row("ray: RSI backtest as a Ray job, warm", mine, theirs, "s", details)]

@@ -126,15 +126,17 @@ def interval(elapsed: float) -> float:
 
 def watch_job(cluster: RayCluster, submission_id: str, joblog: JobLog, stop: RunStop, *, detached: threading.Event,
               schedule_wait: float, resources: tuple[float, int], on_running: Callable[[float], None],
-              note: Callable[[str], None], deadline: Optional[float] = None) -> Outcome:
+              note: Callable[[str], None], deadline: Optional[float] = None,
+              waiting: Callable[[JobState], bool] = lambda state: state.status == "PENDING") -> Outcome:
     """Follow the job until it ends, is stopped, or is left running; the log is complete on return
-    (unless the server detached or lost the cluster). RunFailed when no node can take the plan."""
+    (unless the server detached or lost the cluster). RunFailed when no node can take ``resources``
+    while the run is ``waiting`` to be placed (its job pending; a sweep's first point not started)."""
     follower = cluster.follow(submission_id, joblog.feed)
     started = time.monotonic()
     outcome = Outcome(None)
     try:
         outcome = _poll(cluster, submission_id, joblog, stop, detached, schedule_wait, resources, on_running, note,
-                        deadline, started)
+                        deadline, started, waiting)
         return outcome
     finally:
         follower.close()
@@ -147,7 +149,8 @@ def watch_job(cluster: RayCluster, submission_id: str, joblog: JobLog, stop: Run
 
 def _poll(cluster: RayCluster, submission_id: str, joblog: JobLog, stop: RunStop, detached: threading.Event,
           schedule_wait: float, resources: tuple[float, int], on_running: Callable[[float], None],
-          note: Callable[[str], None], deadline: Optional[float], started: float) -> Outcome:
+          note: Callable[[str], None], deadline: Optional[float], started: float,
+          waiting: Callable[[JobState], bool]) -> Outcome:
     running_at: Optional[float] = None
     lost_since: Optional[float] = None
     schedulable = waiting_noted = False
@@ -179,7 +182,7 @@ def _poll(cluster: RayCluster, submission_id: str, joblog: JobLog, stop: RunStop
             return Outcome(state, detached=True, running_at=running_at)
         if stop.is_set():
             return Outcome(_stop(cluster, submission_id, state), stopped=True, running_at=running_at)
-        if state is not None and state.status == "PENDING" and not schedulable \
+        if state is not None and not state.terminal and waiting(state) and not schedulable \
                 and now - started > min(schedule_wait, 2.0):
             reason = cluster.unschedulable(*resources)  # an autoscaler may add a large enough node meanwhile
             schedulable = reason is None

@@ -13,14 +13,17 @@ and the point is reported at once (``on_exit``), its log noting the node it ran
 on. A stop of the sweep stops the job: points that had not ended end STOPPED. A
 point ``stopped(request)`` says is stopped is skipped if the job has not started
 yet, and once it has, its result is dropped and it ends STOPPED (its task runs
-on: the job cannot be told to skip one point). A sweep's job is not adopted by
-a restarted server: it is stopped then, and its points fail.
+on: the job cannot be told to skip one point). A plan no node can take fails the
+points once ``--ray-schedule-wait`` has passed with none of them started (an
+autoscaler sees the points' tasks waiting meanwhile). A sweep's job is not
+adopted by a restarted server: it is stopped then, and its points fail.
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
+import traceback
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -55,6 +58,7 @@ class Sweep:
         self.todo: list[RunRequest] = []
         self.joblog: Optional[JobLog] = None
         self.ticket = ""
+        self.submission_id = ""
 
     def run(self) -> None:
         for request in self.requests:
@@ -75,7 +79,8 @@ class Sweep:
         try:
             outcome = watch_job(self.executor.cluster, record.submission_id, joblog, self.stop,
                                 detached=self.executor._detached, schedule_wait=self.executor.schedule_wait,
-                                resources=(0, 0), on_running=lambda at: None, note=self._note)
+                                resources=ray_stage.resources(self.todo[0].limits), on_running=lambda at: None,
+                                note=self._note, waiting=lambda state: not self._done)
             if outcome.detached:  # a sweep does not outlive the server
                 self.executor.cluster.stop(record.submission_id)
         except RunFailed as exc:
@@ -95,11 +100,11 @@ class Sweep:
         executor, first = self.executor, self.todo[0]
         staged = ray_stage.stage(first, executor.info(), executor.packages)
         cpus, memory = ray_stage.resources(first.limits)
-        self._wait_for_a_node(cpus, memory)
         marker = ray_stage.new_marker()
         sweep_id = f"sweep-{uuid.uuid4().hex[:12]}"
         record = JobRecord(sweep_id, f"blankly-{sweep_id}", marker, "sweep", "",
                            [r.env.get("BACKTESTING_ID", r.run_id) for r in self.todo])
+        self.submission_id = record.submission_id
         config = ray_stage.run_config(staged, first.limits, first.deadline, marker, mode="points", cpu=cpus,
                                       memory=memory, parallel=self.parallel)
         points = [{"run_id": r.run_id, "env": r.env} for r in self.todo]
@@ -115,26 +120,13 @@ class Sweep:
         executor._send(record, staged, package, config, metadata, first, self._sink(0))
         return record
 
-    def _wait_for_a_node(self, cpus: float, memory: int) -> None:
-        cluster, wait = self.executor.cluster, self.executor.schedule_wait
-        ends = time.monotonic() + wait
-        reason = cluster.unschedulable(cpus, memory)
-        if reason is not None:
-            self._note(f"{reason}; waiting up to {wait:g} s for one")
-        while reason is not None:
-            if time.monotonic() > ends:
-                raise RunFailed(reason)
-            if self.stop.wait(min(2.0, max(0.1, ends - time.monotonic()))):
-                raise RunFailed("stopped")
-            reason = cluster.unschedulable(cpus, memory)
-
     # -- frames -------------------------------------------------------------------
 
     def _frame(self, frame: dict[str, Any]) -> None:
         kind, index = frame.get("t"), frame.get("i")
         if kind == "start" and isinstance(index, int) and 0 <= index < len(self.todo):
             request = self.todo[index]
-            self._sink(index).note(f"running as a task of Ray job for sweep of {len(self.todo)} points")
+            self._sink(index).note(f"point {index + 1} of {len(self.todo)}: a task of Ray job {self.submission_id}")
             self.on_start(request, None, float(frame.get("at") or time.time()))
         elif kind == "end" and index == -1:  # the driver could not start any point
             for i, request in enumerate(self.todo):
@@ -187,8 +179,6 @@ class Sweep:
         try:
             self.on_exit(request, end)
         except Exception:  # the bookkeeping's bug must not leave the other points unreported
-            import traceback
-
             traceback.print_exc()
 
     def _unfinished_reason(self, outcome: Outcome, joblog: JobLog) -> str:

@@ -32,6 +32,7 @@ from ...files import private_dir
 from . import envs
 from .executor import RunFailed, RunLimits, RunRequest
 from .folders import check_id
+from .local import LOCALE_VARS, SYSTEM_PATH
 from .process import LAUNCHER, NICE
 from .ray_cluster import ClusterInfo
 from .sandbox import HOOK_DIR
@@ -154,7 +155,7 @@ def run_config(staged: Staged, limits: RunLimits, deadline: bool, marker: str, *
         "mode": "run", "frame": marker, "main": staged.main_script, "cwd": staged.working_directory,
         "limits": {"ram": limits.ram, "disk": limits.disk, "processes": limits.processes,
                    "timeout": limits.timeout if deadline else None},
-        "nice": NICE, **extra,
+        "nice": NICE, "locale": list(LOCALE_VARS), "path": SYSTEM_PATH, **extra,
     }
 
 

@@ -51,9 +51,6 @@ POLL = 0.25
 DISK_POLL = 2.0
 CHUNK = 48 * 1024  # bytes of compressed data per frame
 LOG_KEEP = 2 << 20  # a point's output kept: its first and last LOG_KEEP bytes
-LOCALE_VARS = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY",
-               "LC_MESSAGES", "TZ")
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 _out_lock = threading.Lock()
@@ -138,13 +135,14 @@ class RunDir:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def environment(run_dir, platform_env):
-    """The model's whole environment: an allowlist, never this job's (no Ray variables)."""
-    env = {name: os.environ[name] for name in LOCALE_VARS if name in os.environ}
+def environment(run_dir, config, platform_env):
+    """The model's whole environment: an allowlist (the server's: the locale's names, the system
+    PATH), never this job's own (no Ray variables)."""
+    env = {name: os.environ[name] for name in config["locale"] if name in os.environ}
     env.update(platform_env)
     python_bin = os.path.dirname(sys.executable)
     env.update({
-        "PATH": python_bin + ":" + SYSTEM_PATH,
+        "PATH": python_bin + ":" + config["path"],
         "HOME": run_dir.home,
         "TMPDIR": run_dir.tmp,
         "USER": "blankly",
@@ -240,7 +238,7 @@ def start_model(run_dir, config, platform_env, stdout):
     spec = {"rlimits": rlimits, "nice": config.get("nice", 0), "umask": 0o077, "parent": os.getpid(),
             "argv": [sys.executable, os.path.join(run_dir.model, config["main"])]}
     return subprocess.Popen([sys.executable, "-I", "-S", run_dir.launcher, json.dumps(spec)], cwd=run_dir.cwd,
-                            env=environment(run_dir, platform_env), stdin=subprocess.DEVNULL, stdout=stdout,
+                            env=environment(run_dir, config, platform_env), stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
 
 
@@ -263,6 +261,13 @@ def fetch_secrets():
         raise RuntimeError("the run's secret files could not be fetched from the server at %s (%s)"
                            % (ticket["url"], reason)) from None
     return {name: base64.b64decode(data) for name, data in files.items()}
+
+
+def failure(exc):
+    """A run that could not start, in words: ours as they are, anything else with its type."""
+    if type(exc) is RuntimeError:
+        return str(exc)
+    return "the run could not start on its Ray node: %s: %s" % (type(exc).__name__, exc)
 
 
 # ---------------------------------------------------------------- run mode
@@ -292,7 +297,7 @@ def run_one(config):
         frame(marker, t="end", i=0, code=code, limit=limit, started=started, ended=time.time())
         return 0 if code == 0 else 1
     except Exception as exc:
-        frame(marker, t="end", i=0, code=None, error=str(exc))
+        frame(marker, t="end", i=0, code=None, error=failure(exc))
         return 1
     finally:
         if run_dir is not None:
@@ -335,7 +340,7 @@ def run_point(config, point, secrets):
         return {"node": node, "code": proc.returncode, "limit": limit, "log": _kept(output),
                 "reports": run_dir.reports(), "started": started, "ended": time.time()}
     except Exception as exc:
-        return {"node": node, "code": None, "error": str(exc), "log": b"", "reports": {}, "started": started,
+        return {"node": node, "code": None, "error": failure(exc), "log": b"", "reports": {}, "started": started,
                 "ended": time.time()}
     finally:
         if run_dir is not None:
@@ -353,7 +358,7 @@ def run_points(config):
     try:
         secrets = fetch_secrets()
     except Exception as exc:
-        frame(marker, t="end", i=-1, code=None, error=str(exc))
+        frame(marker, t="end", i=-1, code=None, error=failure(exc))
         return 1
     options = {"num_cpus": config["cpu"], "scheduling_strategy": "SPREAD", "max_retries": 0}
     if config.get("memory"):

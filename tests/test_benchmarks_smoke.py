@@ -37,6 +37,7 @@ ROWS = (
     "sweep: 2 points x 4,000 bars, cell vs the kernel loop",
     "sweep: 2 points x 420 bars, cell vs the kernel loop",
     "sweep: 2 points x 420 bars, cell vs 2 python bot.py",
+    "ray: RSI backtest as a Ray job",
 )
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from . import ray_serve
+
 LISTENING = "Blankly deployment server listening on {url}"
 SERVER_FILE = "server.json"
 LOCK_FILE = "server.lock"
@@ -41,6 +43,7 @@ def _number(cast: Callable[[str], float], low: float, high: float, what: str) ->
 _positive_int = _number(int, 1, float("inf"), "a whole number of at least 1")
 _port = _number(int, 0, 65535, "a port number (0-65535)")
 _megabytes = _number(float, 1e-6, float("inf"), "a size in MB above 0")
+_seconds = _number(float, 0, float("inf"), "a number of seconds (0 or more)")
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -58,7 +61,8 @@ def serve_parser() -> argparse.ArgumentParser:
             "Print a refresh token for a local user (created when new) with:\n"
             "  python -m blankly_magics.server token [--data-dir DIR] [--user NAME]\n"
             "Once listening, the server writes DIR/server.json = {url, pid, version, startedAt};"
-            "\nSIGINT/SIGTERM stop it cleanly (live models too; they restart with the server)."
+            "\nSIGINT/SIGTERM stop it cleanly (live models too; they restart with the server; with\n"
+            "--executor ray runs go on on the cluster and the next server takes them back)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -121,6 +125,7 @@ def serve_parser() -> argparse.ArgumentParser:
         "off gives each run a network of its own with loopback only",
     )
     exchange_key_option(parser)
+    ray_serve.add_options(parser, _seconds)
     parser.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
                         help="serve HTTPS with this certificate (PEM; needs --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
@@ -218,7 +223,7 @@ def _check_exposure(args: argparse.Namespace, data_dir: Path) -> tuple[Any, bool
             raise IsolationError(f"cannot use --tls-cert {args.tls_cert} with --tls-key {args.tls_key}: "
                                  f"{getattr(exc, 'strerror', None) or exc}") from None
     check_tls(args.host, tls, args.insecure_http)
-    isolation = detect(args.isolation, data_dir)
+    isolation = ray_serve.isolation(args) if args.executor == "ray" else detect(args.isolation, data_dir)
     check_host(isolation, args.host)
     if args.run_network == "off" and isolation.mode == "none":
         raise IsolationError("--run-network off needs confined runs, and runs cannot be confined here "
@@ -253,6 +258,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .. import __version__
+    from ..errors import BlanklyError
     from .app import create_app
     from .config import MB, PlansError, ServerConfig, default_data_dir, default_plans, load_plans
     from .isolation import IsolationError
@@ -288,7 +294,12 @@ def serve(args: argparse.Namespace) -> int:
     except (IsolationError, KeyRingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BlanklyError as exc:  # the Ray cluster does not answer
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(isolation.describe(), file=sys.stderr, flush=True)
+    if args.executor == "ray" and not args.plans:
+        plans = ray_serve.cluster_plans(args.ray_address) or plans
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:
@@ -311,6 +322,11 @@ def serve(args: argparse.Namespace) -> int:
         bwrap=isolation.bwrap,
         run_network=args.run_network == "on",
         exchange_key_file=args.exchange_key_file,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_schedule_wait=args.ray_schedule_wait,
+        ray_secrets_listen=args.ray_secrets_listen,
+        ray_secrets_url=args.ray_secrets_url,
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

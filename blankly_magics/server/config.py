@@ -148,6 +148,11 @@ class ServerConfig:
     bwrap: Optional[str] = None  # bubblewrap's path when isolation is "bubblewrap"
     run_network: bool = True  # False: runs get a network namespace with loopback only
     exchange_key_file: Optional[Path] = None  # the key sealing users' exchange keys (None: in the data dir)
+    executor: str = "local"  # "local" (this machine, see isolation) or "ray" (a Ray cluster's jobs)
+    ray_address: str = ""  # the Ray cluster's dashboard (job API) URL, with executor "ray"
+    ray_schedule_wait: float = 60.0  # seconds a run waits for a node with its plan's resources
+    ray_secrets_listen: str = "127.0.0.1:0"  # where the desk handing runs their secret files listens
+    ray_secrets_url: str = ""  # how the cluster's jobs reach that desk ("": its listening address)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())

@@ -50,27 +50,30 @@ def _job_fields(
 
 
 def live_job(
-    server: Server, model: Model, version: Version, plan_name: str, user_id: str
+    server: Server, model: Model, version: Version, plan_name: str, user_id: str, adopt: str = ""
 ) -> LiveJob:
     plan = server.config.plans["live"][plan_name]
     return LiveJob(
-        **_job_fields(server, version, model.project_id, plan, user_id), schedule=version.schedule
+        **_job_fields(server, version, model.project_id, plan, user_id), schedule=version.schedule,
+        adopt=adopt,
     )
 
 
-def backtest_job(server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str) -> BacktestJob:
+def backtest_job(server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str,
+                 adopt: str = "") -> BacktestJob:
     return BacktestJob(
         backtest_id=backtest.id,
         backtest_args=backtest.args,
         parameters=backtest.parameters,
+        adopt=adopt,
         **_job_fields(server, version, backtest.project_id, plan, user_id),
     )
 
 
 def submit_backtest(
-    server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str
+    server: Server, backtest: Backtest, version: Version, plan: dict, user_id: str, adopt: str = ""
 ) -> None:
-    job = backtest_job(server, backtest, version, plan, user_id)
+    job = backtest_job(server, backtest, version, plan, user_id, adopt)
     try:
         server.runner.submit_backtest(job)
     except Exception as exc:

@@ -1,4 +1,10 @@
-"""Startup and shutdown: open the store, sweep what a crash left, resume live models."""
+"""Startup and shutdown: open the store, sweep what a crash left, resume live models.
+
+With the Ray executor the runs of the previous server may still be running on
+the cluster: its backtests and live models are adopted (watched again, their
+logs rebuilt from the cluster's, stoppable as before) rather than failed or
+started anew; what nobody adopts (a model stopped or deleted meanwhile) is ended.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,10 +14,10 @@ from typing import Any, Callable, Optional
 
 from . import uploads
 from .config import ServerConfig
+from .jobs import live_job, submit_backtest
 from .keystore import open_keys
-from .jobs import live_job
 from .longpoll import StatusWaits
-from .runner import LocalExecutor, Runner
+from .runner import Executor, LocalExecutor, Runner
 from .state import Server
 from .store import TMP_DIR, VERSIONS_DIR, Deployment, Store, private_dir
 from .tokens import IdTokens, load_signing_key
@@ -90,8 +96,9 @@ def _resume(server: Server, dep: Deployment) -> Optional[str]:
         dep.model_id, {"state": "starting", "since": time.time(), "pid": None, "error": None}
     )
     owner = store.project_owner(model.project_id)
+    adopt = server.runner.adoptable("live", dep.model_id) if version.id == dep.version_id else ""
     try:
-        server.runner.deploy(live_job(server, model, version, plan_name, owner))
+        server.runner.deploy(live_job(server, model, version, plan_name, owner, adopt))
     except Exception as exc:
         return f"it could not be started: {exc}"
     return None
@@ -108,6 +115,17 @@ def _bwrap(config: ServerConfig) -> Optional[str]:
     return config.bwrap if config.isolation == "bubblewrap" else None
 
 
+def _executor(config: ServerConfig) -> tuple[Executor, Optional[int]]:
+    """Where runs go (``--executor``), and how many backtests run at once unless told."""
+    if config.executor == "ray":
+        from .runner.ray_executor import RayExecutor
+
+        ray = RayExecutor(config.data_dir, config.ray_address, schedule_wait=config.ray_schedule_wait,
+                          secrets_listen=config.ray_secrets_listen, secrets_url=config.ray_secrets_url)
+        return ray, config.max_workers or max(1, ray.cpus())
+    return LocalExecutor(config.data_dir, _bwrap(config), warm_workers=config.warm_workers), config.max_workers
+
+
 def open_server(config: ServerConfig) -> Server:
     """Open the store, clean up after a crash, start the runner and resume live models."""
     store = Store(config.data_dir, background_checkpoints=True)
@@ -115,28 +133,52 @@ def open_server(config: ServerConfig) -> Server:
         private_dir(config.data_dir / TMP_DIR)
         private_dir(config.data_dir / VERSIONS_DIR)
         sweep_leftovers(store)
-        failed = store.fail_unfinished_backtests()
-        if failed:
-            log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
         if store.fail_unfinished_sweeps():
             log.warning("sweeps left unfinished by the previous server marked failed")
         waits = StatusWaits()
         on_backtest, on_live, on_sweep = _runner_callbacks(store, waits)
-        runner = Runner(config.data_dir, on_backtest, on_live, max_workers=config.max_workers,
-                        executor=LocalExecutor(config.data_dir, _bwrap(config), warm_workers=config.warm_workers),
+        executor, workers = _executor(config)
+        runner = Runner(config.data_dir, on_backtest, on_live, max_workers=workers, executor=executor,
                         network=config.run_network, on_sweep=on_sweep)
         id_tokens = IdTokens(load_signing_key(config.data_dir), config.token_ttl)
         keys = open_keys(store, config.exchange_key_path)
         runner.start()
+        failed = store.fail_unfinished_backtests(runner.adoptable_ids("backtest"))
+        if failed:
+            log.warning("%d backtest(s) left unfinished by the previous server marked failed", failed)
     except BaseException:
         store.close()
         raise
     server = Server(config, store, runner, id_tokens, uploads.Writer(), keys, waits)
     try:
+        adopt_backtests(server)
         resume_deployments(server)
     except Exception:
-        log.exception("could not resume the models that were running")
+        log.exception("could not resume the runs that were running")
+    finally:
+        runner.discard_unadopted()
     return server
+
+
+def adopt_backtests(server: Server) -> None:
+    """Watch again the backtests the previous server left running on the cluster."""
+    store, runner = server.store, server.runner
+    for backtest_id in runner.adoptable_ids("backtest"):
+        handle = runner.adoptable("backtest", backtest_id)
+        backtest = store.backtest_by_id(backtest_id)
+        version = store.get_version(backtest.model_id, backtest.version_id) if backtest else None
+        if backtest is None or backtest.finished or version is None:  # its model or version went meanwhile
+            runner.executor.discard(handle)
+            store.update_backtest(backtest_id, {"status": "failed", "ended_at": time.time(),
+                                                "error": "server restarted while the backtest was running"})
+            continue
+        plans = server.config.plans["backtesting"]
+        plan = plans.get(backtest.plan) or next(iter(plans.values()))
+        try:
+            submit_backtest(server, backtest, version, plan, store.project_owner(backtest.project_id), handle)
+        except Exception:
+            log.exception("could not adopt backtest %s", backtest_id)
+            runner.executor.discard(handle)
 
 
 def close_server(server: Server) -> None:

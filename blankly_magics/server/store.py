@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..files import private_dir
 from .database import CHECKPOINT_COMMITS, DB_NAME, Database
@@ -374,14 +374,21 @@ class Store(SweepQueries, Database):
                 self.record_point_metrics(backtest_id, fields["result"].get("metrics"))
         return changed
 
-    def fail_unfinished_backtests(self) -> int:
-        """At startup: backtests a previous process left queued or running cannot finish."""
+    def backtest_by_id(self, backtest_id: str) -> Optional[Backtest]:
+        """A backtest whoever owns it: for the server's own bookkeeping, never for a request."""
+        row = self._one("SELECT * FROM backtests WHERE id = ?", (backtest_id,))
+        return None if row is None else self._backtest(row)
+
+    def fail_unfinished_backtests(self, running_on: Sequence[str] = ()) -> int:
+        """At startup: backtests a previous process left queued or running cannot finish,
+        but those in ``running_on`` (still running where the executor runs them: adopted)."""
         now = time.time()
+        keep = list(running_on)
         with self.transaction():
             running = self._conn.execute(
                 "UPDATE backtests SET status = 'failed', ended_at = ?, error = ? "
-                "WHERE status IN ('running', 'building')",
-                (now, "server restarted while the backtest was running"),
+                f"WHERE status IN ('running', 'building') AND id NOT IN ({', '.join('?' * len(keep))})",
+                (now, "server restarted while the backtest was running", *keep),
             ).rowcount
             queued = self._conn.execute(
                 "UPDATE backtests SET status = 'failed', ended_at = ?, error = ? "

@@ -33,6 +33,7 @@ BENCHMARKS = {
     "report": "bench_report",
     "warm": "bench_warm",
     "sweep": "bench_sweep",
+    "ray": "bench_ray",
 }
 
 

@@ -4,6 +4,10 @@
 - ``backtests``, ``sweeps``, ``live``, ``screeners``: the queues, the supervisors, the schedules;
 - ``executor``: the ``Executor`` interface between bookkeeping and where a process starts;
 - ``local``: ``LocalExecutor``, this machine, each process in a bubblewrap sandbox;
+- ``ray_executor``: ``RayExecutor``, each run a job of a Ray cluster (``ray_cluster``: its job API;
+  ``ray_stage``: a job's package and settings; ``ray_jobs``: watching one; ``ray_points``: a sweep as
+  one job of tasks; ``ray_records``: jobs across server restarts; ``ray_secrets``: secret files by
+  ticket; ``ray_job/driver.py``: what runs on the cluster);
 - ``sandbox``: the sandbox's command line (what a run sees);
 - ``launch``: the first step of every process (kernel limits, the run's own user id);
 - ``process``: a started process seen from outside (limits, stopping, leftovers);

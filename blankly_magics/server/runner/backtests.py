@@ -51,6 +51,7 @@ class BacktestJob:
     user_id: str = ""  # given to the model as UID (defaults to project_id: the personal project's id)
     secrets: SecretFiles = field(default=dict, repr=False, compare=False)
     parameters: dict[str, Any] = field(default_factory=dict)  # overrides of the parameters cell (BLANKLY_PARAMETERS)
+    adopt: str = ""  # the executor's handle of this backtest's job a previous server left running
 
 
 @dataclass
@@ -85,13 +86,16 @@ class Backtests:
             worker.start()
             self._workers.append(worker)
 
-    def stop(self) -> None:
-        """Ask every backtest to stop and every worker to end (join() waits for them)."""
+    def stop(self, detach: bool = False) -> None:
+        """Ask every backtest to stop and every worker to end (join() waits for them). With
+        ``detach`` (an executor whose runs outlive the server) a started backtest is left running
+        and reports nothing more: the next server adopts it."""
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
             if not run.done:
                 run.stop_reason = SERVER_STOPPED if run.started else NEVER_RAN
+                run.done = run.done or (detach and run.started)
                 run.cancelled.set()
         for _ in self._workers:
             self._queue.put(None)
@@ -260,7 +264,7 @@ def backtest_request(job: BacktestJob, folder: Path, network: bool) -> RunReques
     return RunRequest(run_id=f"backtest-{job.backtest_id}", kind="backtest", folder=folder,
                       zip_path=job.zip_path, version_id=job.version_id, python_version=job.python_version,
                       env=env, limits=job.limits, deadline=True, network=network,
-                      secret_files=job.secrets())
+                      secret_files=job.secrets(), adopt=job.adopt)
 
 
 def limits_text(limits: RunLimits, deadline: bool) -> str:

@@ -117,27 +117,31 @@ def python_versions() -> list[str]:
 
 # ---------------------------------------------------------------- requirements
 
-def satisfied_here(requirements_text: str) -> bool:
-    """True when every requirement is already met by the server's environment.
+def satisfied_here(requirements_text: str, installed: Optional[dict[str, str]] = None,
+                   markers: Optional[dict[str, str]] = None) -> bool:
+    """True when every requirement is already met by the server's environment (or by another
+    one: ``installed`` maps canonical project names to versions, ``markers`` is its PEP 508
+    environment, as a Ray cluster's probe reports them).
 
     Anything we cannot judge (pip options, URLs, unparsable lines) counts as
     not satisfied, so such a model gets its own venv rather than a wrong env.
     """
     from importlib import metadata
 
-    from ...requirement_lines import parse_requirement, requirement_lines
+    from ...requirement_lines import canonical_name, parse_requirement, requirement_lines
 
     for line in requirement_lines(requirements_text):
         req = parse_requirement(line)
         if req is None or req.url:
             return False
-        if req.marker is not None and not req.marker.evaluate():
+        if req.marker is not None and not req.marker.evaluate(markers):
             continue
         try:
-            installed = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
+            installed_version = (metadata.version(req.name) if installed is None
+                                 else installed[canonical_name(req.name)])
+        except (metadata.PackageNotFoundError, KeyError):
             return False
-        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+        if req.specifier and not req.specifier.contains(installed_version, prereleases=True):
             return False
     return True
 

@@ -16,9 +16,10 @@ what the ``blankly_external`` hook wrote (``Exit.reports``: file name ->
 bytes). ``stop`` (a process.RunStop) ends a prepare or a run early; ``run``
 then answers ``Exit.reason == STOPPED``.
 
-One implementation today, ``LocalExecutor`` (local.py): a bubblewrap sandbox on
-this machine, per run a folder mounted at fixed paths (sandbox.SANDBOX_VIEW).
-The interface is shaped for three things that come later:
+Two implementations: ``LocalExecutor`` (local.py), a bubblewrap sandbox on this
+machine, per run a folder mounted at fixed paths (sandbox.SANDBOX_VIEW); and
+``RayExecutor`` (ray_executor.py), each run a job of a Ray cluster. The interface
+is shaped for these:
 
 - Warm starts. A pool of pre-started sandboxed workers (Blankly, numpy and
   pandas already imported), each handed one run's folder when assigned and
@@ -27,7 +28,7 @@ The interface is shaped for three things that come later:
   folder's mounts at fixed paths, the environment variables, the interpreter,
   the main script. A pre-started sandbox holds all of it but the folder's
   contents and the variables, which a worker can be given when assigned.
-- Other machines (a Ray executor). Nothing in a ``RunRequest`` assumes the
+- Other machines (``RayExecutor``). Nothing in a ``RunRequest`` assumes the
   server's disk is where the run happens: it carries the version's zip (a path
   the server reads, so its bytes can be shipped), the Python version (the
   requirements are inside the zip), the platform's variables, the limits and
@@ -43,6 +44,27 @@ The interface is shaped for three things that come later:
 Sweeps submit many backtests of one version: a request is a small frozen value
 and ``prepare`` of an already built environment is an unzip, so one request per
 backtest stays cheap.
+
+Runs that outlive the server. Where runs happen elsewhere (``RayExecutor``,
+ray_executor.py: each run a job of a Ray cluster), stopping the server does not
+stop them, and the next server takes them back:
+
+- ``detaches`` is True. At shutdown the runner calls ``detach()`` before it stops
+  its bookkeeping: from then on every ``run`` returns ``Exit(None, STOPPED)`` at
+  once and leaves its process running, and the bookkeeping reports nothing more
+  for those runs (the store keeps saying they run).
+- ``start()`` answers, besides the leftovers it ended (records without a
+  ``"handle"``), one record per run a previous server started that still exists
+  where it runs: ``{"kind": "backtest"|"live", "id": ..., "handle": ...}``. The
+  bookkeeping adopts one by preparing the run again with ``RunRequest.adopt =
+  handle``: the first ``run`` of that request watches the process named by the
+  handle (its status, its log from the start, its reports, its stop) instead of
+  starting one; later runs (a live model's restarts) start processes as usual.
+  A record the bookkeeping does not adopt (its model was stopped or deleted
+  meanwhile) is ended with ``discard(handle)``.
+
+``LocalExecutor`` does not detach: its runs die with the server (a sandbox dies
+with its parent), its ``start()`` answers leftovers only, and ``adopt`` is never set.
 """
 from __future__ import annotations
 
@@ -87,6 +109,7 @@ class RunRequest:
     deadline: bool = False  # limits.timeout applies to each process (a backtest, a screener tick)
     network: bool = True  # False: loopback only
     secret_files: dict[str, bytes] = field(default_factory=dict, repr=False)  # name -> contents, never logged
+    adopt: str = ""  # a handle from Executor.start(): the first run() watches that process instead of starting one
 
 
 @dataclass
@@ -120,11 +143,21 @@ class Executor(ABC):
     """Where runs' processes start. Thread-safe: every run calls it from its own thread."""
 
     isolation: str = "none"  # "bubblewrap" when runs are confined
+    detaches: bool = False  # runs outlive the server: see "Runs that outlive the server" above
 
     def start(self) -> list[dict[str, Any]]:
         """Get ready; kill what a previous server left running and return its records
-        (``{"kind": "backtest"|"live", "id": ...}``) so the bookkeeping can close them."""
+        (``{"kind": "backtest"|"live", "id": ...}``) so the bookkeeping can close them.
+        An executor that ``detaches`` also returns the runs it can hand back, each with a
+        ``"handle"`` to adopt (``RunRequest.adopt``) or ``discard``."""
         return []
+
+    def detach(self) -> None:
+        """The server is stopping and leaves its runs running: every ``run`` returns STOPPED
+        at once without stopping its process (only called when ``detaches``)."""
+
+    def discard(self, handle: str) -> None:
+        """End a run a previous server started that the bookkeeping does not adopt."""
 
     @abstractmethod
     def python_versions(self) -> list[str]:

@@ -39,6 +39,7 @@ class LiveJob:
     limits: RunLimits = field(default_factory=RunLimits)
     user_id: str = ""
     secrets: SecretFiles = field(default=dict, repr=False, compare=False)
+    adopt: str = ""  # the executor's handle of the model's job a previous server left running
 
 
 @dataclass
@@ -94,6 +95,19 @@ class LiveModels:
         live.stop.set()
         live.thread.join(self.grace + 10)
         return True
+
+    def detach_all(self) -> None:
+        """The server stops and leaves the models running (an executor that ``detaches``):
+        each supervisor ends without a report, its process left as it is."""
+        with self._report_lock:
+            with self._lock:
+                lives = list(self._live.values())
+            for live in lives:
+                live.replaced = True  # silent from now on, as a replaced run is
+                live.stop.set()
+        for live in lives:
+            if live.thread is not None:
+                live.thread.join(self.grace + 10)
 
     def stop_all(self) -> None:
         with self._lock:
@@ -160,7 +174,7 @@ class LiveModels:
         return RunRequest(run_id=f"live-{job.model_id}", kind="screener" if screener else "live",
                           folder=folder.root, zip_path=job.zip_path, version_id=job.version_id,
                           python_version=job.python_version, env=env, limits=job.limits, deadline=screener,
-                          network=self.network)
+                          network=self.network, adopt=job.adopt)
 
     def _supervise(self, live: Live, old: Optional[Live]) -> None:
         from .screeners import supervise_screener

@@ -3,7 +3,14 @@
 The runner knows nothing of SQLite or HTTP: the app gives it jobs and it
 reports every change through the two callbacks it was given (see backtests.py
 and live.py for their fields). Its executor (executor.py) starts the processes:
-``LocalExecutor`` by default, confined by bubblewrap when ``bwrap`` is given.
+``LocalExecutor`` by default, confined by bubblewrap when ``bwrap`` is given;
+``RayExecutor`` (ray_executor.py) for a Ray cluster.
+
+With an executor whose runs outlive the server (``detaches``), ``shutdown``
+leaves them running and silent, and ``start`` keeps what the executor hands back
+as adoptable: the app adopts a run by submitting its job again with the handle
+(``adoptable(kind, id)`` -> ``BacktestJob.adopt`` / ``LiveJob.adopt``), then
+``discard_unadopted()`` ends the rest.
 """
 from __future__ import annotations
 
@@ -59,6 +66,7 @@ class Runner:
                                stable_after=stable_after, network=network)
         self._started = False
         self._closing = False
+        self._adoptable: dict[tuple[str, str], str] = {}
 
     @property
     def isolation(self) -> str:
@@ -77,7 +85,9 @@ class Runner:
         self._started, self._closing = True, False
         for leftover in self.executor.start():
             kind, ident = leftover.get("kind"), leftover.get("id")
-            if kind == "backtest" and ident:
+            if leftover.get("handle") and kind and ident:
+                self._adoptable[(kind, ident)] = leftover["handle"]
+            elif kind == "backtest" and ident:
                 self._report_backtest(ident, {"status": "failed", "ended_at": time.time(), "exit_code": None,
                                               "error": SERVER_STOPPED})
             elif kind == "live" and ident:
@@ -88,13 +98,36 @@ class Runner:
         self.backtests.start()
         self.sweeps.start()
 
+    def adoptable(self, kind: str, ident: str) -> str:
+        """The handle of a run the previous server left running (``kind`` "backtest" or "live"),
+        taken: the caller adopts it. "" when there is none."""
+        return self._adoptable.pop((kind, ident), "")
+
+    def adoptable_ids(self, kind: str) -> list[str]:
+        return [ident for (k, ident) in self._adoptable if k == kind]
+
+    def discard_unadopted(self) -> None:
+        """End the runs the previous server left that were not adopted."""
+        for (kind, ident), handle in list(self._adoptable.items()):
+            del self._adoptable[(kind, ident)]
+            try:
+                self.executor.discard(handle)
+            except Exception:
+                traceback.print_exc()
+
     def shutdown(self, stop_live: bool = True) -> None:
-        """Stop the workers and every run (live ones too when ``stop_live``)."""
+        """Stop the workers and every run (live ones too when ``stop_live``); with an executor
+        whose runs outlive the server, leave every started run running instead."""
         self._closing = True
-        self.backtests.stop()  # every run is asked to stop at once, then waited for
-        self.sweeps.stop()
-        if stop_live:
-            self.live.stop_all()
+        if self.executor.detaches:
+            self.executor.detach()  # from here each run returns at once, its process left running
+            self.backtests.stop(detach=True)
+            self.live.detach_all()
+        else:
+            self.backtests.stop()  # every run is asked to stop at once, then waited for
+            if stop_live:
+                self.live.stop_all()
+        self.sweeps.stop()  # a sweep does not outlive its server, whatever the executor
         self.backtests.join(self.grace + 10)
         self.sweeps.join(self.grace + 10)
         self.executor.close()

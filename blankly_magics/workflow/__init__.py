@@ -1,7 +1,7 @@
 """The workflow layer: every flow from a notebook's cells to a result, in plain Python.
 
 No IPython and no widgets here: the magics, the panel and the CLI read their input,
-call these functions, and render what comes back; a script can do the same::
+call these functions, and render what comes back; a script can do the same:
 
     from blankly_magics import session
     from blankly_magics.workflow import Feedback, ModelSource, RunRequest, run

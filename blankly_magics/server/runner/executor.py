@@ -3,7 +3,7 @@
 The bookkeeping (service.py, backtests.py, live.py, screeners.py) owns the
 backtest queue, statuses, restarts and results, and reports them through the
 app's callbacks. An executor owns everything about *where* and *how* a run's
-process runs. A run goes through it as::
+process runs. A run goes through it as:
 
     prepared = executor.prepare(request, log, stop)   # unpack, choose/build the environment
     exit = executor.run(prepared, log, stop, on_start) # one process, start to end (a live model's

@@ -71,4 +71,4 @@ def test_a_server_without_long_polls_is_polled_on_a_schedule(scripted, refuses: 
     statuses = [s.query for s in server.seen if s.path == "/backtest/status"]
     assert result.status == "completed"
     assert sum("wait" in q for q in statuses) == 1  # asked once, then never again
-    assert 4 <= len(statuses) <= 12  # every 0.1 s for 0.6 s, as before long polls
+    assert 4 <= len(statuses) <= 12  # polled on its schedule: every 0.1 s for 0.6 s

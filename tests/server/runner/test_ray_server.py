@@ -15,6 +15,7 @@ from tests.fixtures_server import ServerHandle, wait_for
 from tests.server.runner.ray_heads import RayHead, free_port, start_head
 from tests.server.runs import TICKER, model_zip, rsi_script
 from tests.server.test_runs_http import deployment, get, upload, wait_backtest
+from tests.server.test_sweeps_http import rsi_sweep_zip
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,40 @@ def test_a_backtest_running_across_a_server_restart_completes_with_its_result(
     logs = get(ray_server, "/backtest/logs", backtestId=ids["backtestId"])
     assert logs["complete"] and "warming up" in logs["text"] and "Blankly Metrics" in logs["text"]
     assert len(ray_head.jobs(backtestId=ids["backtestId"])) == 1
+
+
+@pytest.mark.blankly
+def test_a_sweep_over_http_runs_as_one_job_and_its_points_equal_single_backtests(
+        ray_head: RayHead, ray_server: ServerHandle, tmp_path: Path) -> None:
+    zip_path = rsi_sweep_zip(tmp_path / "sweep")
+    with open(zip_path, "rb") as fh:
+        made = ray_server.request("POST", "/sweep/create", files={"model": ("model.zip", fh, "application/zip")},
+                                  data={"name": "rsi on ray", "grid": json.dumps({"low": [25, 30]}),
+                                        "backtestArgs": json.dumps(RSI_BACKTEST_ARGS)})
+    assert made.status_code == 200, made.text
+    sweep_id, points = made.json()["sweepId"], made.json()["backtestIds"]
+
+    def finished() -> dict:
+        status = get(ray_server, "/sweep/status", sweepId=sweep_id)
+        return status if status["status"] in ("completed", "failed", "cancelled") else None
+
+    final = wait_for(finished, "the sweep to finish", timeout=400)
+    assert final["status"] == "completed" and final["states"] == ["completed", "completed"], final
+    [job] = ray_head.jobs(kind="sweep", modelId=made.json()["modelId"])  # the points are tasks of one job
+    assert job.metadata["points"] == "2" and job.status == "SUCCEEDED"
+    table = get(ray_server, "/sweep/table", sweepId=sweep_id)["rows"]
+
+    # the point low=30 is the version's own defaults: a plain backtest of it gives the same metrics
+    single = upload(ray_server, "/model/backtest", zip_path, modelId=made.json()["modelId"],
+                    backtestArgs=json.dumps(RSI_BACKTEST_ARGS))
+    assert wait_backtest(ray_server, single["backtestId"])["status"] == "completed"
+    alone = get(ray_server, "/backtest/result", backtestId=single["backtestId"])["result"]["metrics"]
+    assert table[1]["parameters"] == {"low": 30}
+    assert {k: alone[k] for k in ("Sharpe Ratio", "Cumulative Returns (%)")} == \
+        {k: table[1]["metrics"][k] for k in ("Sharpe Ratio", "Cumulative Returns (%)")}
+    assert table[0]["metrics"] != table[1]["metrics"]  # low=25 trades otherwise
+    log = get(ray_server, "/backtest/logs", backtestId=points[0])["text"]
+    assert f"a point of sweep {sweep_id}" in log and "Blankly Metrics" in log
 
 
 def test_an_unreachable_cluster_or_a_missing_address_stops_the_server_in_one_line(tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ checks no secret was among it; ``alice`` -- signed in to a real server as alice;
 """
 from __future__ import annotations
 
+import _thread
+import threading
+import time
+from typing import Callable
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -113,3 +118,21 @@ def alice(cells, local_server, monkeypatch):
     out = cells.run(f"%blankly_login --url {local_server.url} --token-env ALICE_TOKEN")
     assert out == f"Signed in to {local_server.url} as alice\n"
     return local_server
+
+
+def interrupt_when(condition: Callable[[], bool], timeout: float = 120) -> threading.Event:
+    """Press Ctrl-C in the main thread (the cell's) once ``condition()`` holds, checked every 0.3 s
+    on a thread of its own; the event says whether it was pressed."""
+    pressed = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                pressed.set()
+                _thread.interrupt_main()
+                return
+            time.sleep(0.3)
+
+    threading.Thread(target=watch, name="interrupt-when", daemon=True).start()
+    return pressed

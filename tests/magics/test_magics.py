@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 import time
 import zipfile
 
 import pytest
 
 from blankly_magics import session as sessions
-from tests.fixtures_notebooks import RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, write_notebook
+from tests.fixtures_notebooks import (
+    RSI_ENTRY,
+    RSI_IMPORTS,
+    RSI_LOGIC,
+    RSI_SETUP,
+    write_notebook,
+)
+from tests.magics_shell import interrupt_when
 
 RSI_BACKTEST = "%%blankly_deploy --backtest --notebook {nb} --initial USD=10000 --start 2010-06-01 --end 2013-03-01"
 METRICS = ("Sharpe Ratio", "Compound Annual Growth Rate (%)", "Max Drawdown (%)", "Cumulative Returns (%)")
@@ -199,7 +205,10 @@ def test_dry_run_shows_summary_and_saves_the_zip(cells, rsi_notebook, tmp_path):
 def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_csv):
     import shutil
 
-    from blankly_magics.export.manifest import default_backtest_bytes, default_settings_bytes
+    from blankly_magics.export.manifest import (
+        default_backtest_bytes,
+        default_settings_bytes,
+    )
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(prices_csv, tmp_path / prices_csv.name)  # the cells really run, as in a kernel
@@ -503,27 +512,12 @@ def test_logs_fall_back_to_this_notebooks_model_and_status_names_it_and_says_sto
 
 @pytest.mark.slow
 def test_interrupting_the_wait_leaves_the_backtest_running(cells, alice, tmp_path):
-    import _thread
-
     nb = write_notebook(tmp_path / "slow.ipynb", ["import time\n"])
     client = sessions.current().client
-    interrupted = threading.Event()
-
-    def interrupt_when_running() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            for model in client.models():
-                if any(b["status"] == "running" for b in client.backtests(model["modelId"])):
-                    interrupted.set()
-                    _thread.interrupt_main()
-                    return
-            time.sleep(0.3)
-
-    watcher = threading.Thread(target=interrupt_when_running, daemon=True)
-    watcher.start()
+    interrupted = interrupt_when(lambda: any(b["status"] == "running" for model in client.models()
+                                             for b in client.backtests(model["modelId"])))
     out = cells.run(f"%%blankly_deploy --backtest --notebook {nb}\ntime.sleep(300)")
-    watcher.join(10)
-    assert interrupted.is_set()
+    assert interrupted.wait(10)
     bid = cells.last.backtest_id
     assert f"Stopped waiting. Backtest {bid} keeps running on the server: fetch it later with %blankly result {bid}" in out
     assert client.backtest_status(bid)["status"] == "running"

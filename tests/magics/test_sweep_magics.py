@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from blankly_magics.export.manifest import default_backtest_bytes, default_settings_bytes
-from tests.fixtures_notebooks import PRICES_CSV, RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, write_notebook
+from blankly_magics.export.manifest import (
+    default_backtest_bytes,
+    default_settings_bytes,
+)
+from tests.fixtures_notebooks import (
+    PRICES_CSV,
+    RSI_ENTRY,
+    RSI_IMPORTS,
+    RSI_LOGIC,
+    RSI_SETUP,
+    write_notebook,
+)
+from tests.magics_shell import interrupt_when
 
 PARAMETERS = "#| blankly: parameters\nlow = 30\nhigh = 70\n"
 SWEPT_LOGIC = RSI_LOGIC.replace("rsi[-1] < 30", "rsi[-1] < low").replace("rsi[-1] > 70", "rsi[-1] > high")
@@ -140,31 +151,13 @@ def test_cancel_takes_a_sweep_id(cells, alice, swept_notebook):
 
 
 def test_interrupting_a_sweep_leaves_it_running_and_cancellable(cells, alice, tmp_path):
-    import _thread
-    import threading
-    import time
-
     from blankly_magics import session as sessions
 
     slow = write_notebook(tmp_path / "slow.ipynb", ["#| blankly: parameters\ndelay = 0\n", "#| blankly\nimport time\n"])
     client = sessions.current().client
-    interrupted = threading.Event()
-
-    def interrupt_when_running() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            for sweep in client.sweeps():
-                if sweep["counts"].get("running"):
-                    interrupted.set()
-                    _thread.interrupt_main()
-                    return
-            time.sleep(0.3)
-
-    watcher = threading.Thread(target=interrupt_when_running, daemon=True)
-    watcher.start()
+    interrupted = interrupt_when(lambda: any(sweep["counts"].get("running") for sweep in client.sweeps()))
     out = cells.run(f"%%blankly_deploy --backtest --notebook {slow} --sweep delay=300,301,302\ntime.sleep(delay)")
-    watcher.join(10)
-    assert interrupted.is_set()
+    assert interrupted.wait(10)
     stopped = cells.last
     sweep_id = stopped.sweep_id
     assert (f"Stopped waiting. Sweep {sweep_id} keeps running on the server (0 of 3 points finished): see it with "

@@ -15,13 +15,7 @@ import zipfile
 import pytest
 
 from blankly_magics import session as sessions
-from tests.fixtures_notebooks import (
-    RSI_ENTRY,
-    RSI_IMPORTS,
-    RSI_LOGIC,
-    RSI_SETUP,
-    write_notebook,
-)
+from tests.fixtures_notebooks import RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, write_notebook
 from tests.magics_shell import interrupt_when
 
 RSI_BACKTEST = "%%blankly_deploy --backtest --notebook {nb} --initial USD=10000 --start 2010-06-01 --end 2013-03-01"
@@ -205,10 +199,7 @@ def test_dry_run_shows_summary_and_saves_the_zip(cells, rsi_notebook, tmp_path):
 def test_dry_run_from_the_kernel_history(cells, tmp_path, monkeypatch, prices_csv):
     import shutil
 
-    from blankly_magics.export.manifest import (
-        default_backtest_bytes,
-        default_settings_bytes,
-    )
+    from blankly_magics.export.manifest import default_backtest_bytes, default_settings_bytes
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(prices_csv, tmp_path / prices_csv.name)  # the cells really run, as in a kernel

@@ -7,18 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from blankly_magics.export.manifest import (
-    default_backtest_bytes,
-    default_settings_bytes,
-)
-from tests.fixtures_notebooks import (
-    PRICES_CSV,
-    RSI_ENTRY,
-    RSI_IMPORTS,
-    RSI_LOGIC,
-    RSI_SETUP,
-    write_notebook,
-)
+from blankly_magics.export.manifest import default_backtest_bytes, default_settings_bytes
+from tests.fixtures_notebooks import PRICES_CSV, RSI_ENTRY, RSI_IMPORTS, RSI_LOGIC, RSI_SETUP, write_notebook
 from tests.magics_shell import interrupt_when
 
 PARAMETERS = "#| blankly: parameters\nlow = 30\nhigh = 70\n"

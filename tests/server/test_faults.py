@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
 import pytest
@@ -47,7 +47,8 @@ class FaultProxy:
     """A TCP proxy on 127.0.0.1 in front of a real server.
 
     Each new connection takes the next mode from ``script``, else ``mode``:
-    ``pass``; ``cut`` (forward ``cut_after`` request bytes, then reset both sides);
+    ``pass``; ``cut`` (forward ``cut_after`` request bytes, then, once ``cut_when()`` holds when it is
+    set, reset both sides; ``held_at_cut`` says whether it held);
     ``slow`` (forward the request at ``rate`` bytes/s); ``hold`` (forward requests, but keep
     the answer to an upload until ``release`` is set); ``html502``/``html503`` (read the request, answer
     like a broken nginx, with Retry-After on the 503); ``silent`` (read it, close, no answer).
@@ -58,6 +59,8 @@ class FaultProxy:
         self.mode = "pass"
         self.script: list[str] = []
         self.cut_after = 1 << 20
+        self.cut_when: Optional[Callable[[], bool]] = None
+        self.held_at_cut: Optional[bool] = None
         self.rate = 256 * 1024
         self.release = threading.Event()
         self.seen: list[str] = []
@@ -133,6 +136,7 @@ class FaultProxy:
                     upload_sent.set()
                 if mode == "cut" and sent + len(data) >= self.cut_after:
                     dst.sendall(data[: max(0, self.cut_after - sent)])
+                    self._wait_to_cut()
                     _reset(src)
                     _reset(dst)
                     return
@@ -143,6 +147,15 @@ class FaultProxy:
         except OSError:
             _close(src)
             _close(dst)
+
+    def _wait_to_cut(self, timeout: float = 60.0) -> None:
+        """Wait (bounded) for ``cut_when``: what the other end must have seen before the cut."""
+        if self.cut_when is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not (held := self.cut_when()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.held_at_cut = held
 
     def _pump_down(self, src: socket.socket, dst: socket.socket, mode: str, upload_sent: threading.Event) -> None:
         try:
@@ -199,9 +212,12 @@ def _close(sock: socket.socket) -> None:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with a TCP RST, as a dropped network or a killed peer does."""
+    """Close with a TCP RST, as a dropped network or a killed peer does, at once: the other pump's
+    blocked recv() on it is woken first (SHUT_RD sends nothing), else the kernel would keep the
+    socket, and send the RST, only once that recv returned (its 30 s timeout)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     sock.close()
@@ -376,10 +392,14 @@ def test_a_connection_dropped_mid_upload_is_a_clear_error_and_leaves_nothing(loc
     before = local_server.snapshot()
 
     proxy.set_mode("cut")
+    # The cut comes once the server holds part of the upload, so "tmp/ is empty" below means the server
+    # dropped it (the client's error may come before the server has even read the body).
+    proxy.cut_when = lambda: receiving(local_server, proxy.cut_after // 2)
     with pytest.raises(DeploymentError) as caught:
         client.backtest(zip_path, plan="small", backtest_args={"to": "1y"})
     message = str(caught.value)
     assert message.startswith(f"the upload to {proxy.url} failed: the connection broke"), message
+    assert proxy.held_at_cut, "the server never held part of the upload before the cut"
     assert_nothing_half_stored(local_server, before)
     assert requests.get(f"{local_server.url}/health", timeout=30).ok
 

@@ -2,11 +2,12 @@
 
 Statuses go out through ``on_backtest(backtest_id, fields)``; fields is a dict with any of
 status ("queued"|"running"|"building"|"completed"|"failed"|"cancelled"; "building" while its
-Python environment is built, its step in ``Backtests.progress``), started_at, ended_at (epoch
-float), exit_code (int|None), error (str|None: the reason for failed/cancelled), result
-(dict|None: {"metrics": {...}, "account_values": [{"time": t, "value": v}, ...], "trades": [...],
-"initial_account_value", "final_account_value", "start_time", "stop_time", "symbols",
-"quote_asset", "exchange"}).
+Python environment is built, its step in ``Backtests.progress``; "running" once its process has
+started and its pid record is written, never before: until then it is "queued"), started_at (when
+its process started), ended_at (epoch float), exit_code (int|None), error (str|None: the reason
+for failed/cancelled), result (dict|None: {"metrics": {...}, "account_values": [{"time": t,
+"value": v}, ...], "trades": [...], "initial_account_value", "final_account_value", "start_time",
+"stop_time", "symbols", "quote_asset", "exchange"}).
 """
 from __future__ import annotations
 
@@ -180,7 +181,6 @@ class Backtests:
             return
         folder = RunFolder(self.folder / job.backtest_id).reset()
         log = LogSink(folder.log, self.log_max_bytes)
-        self.report(job.backtest_id, {"status": "running", "started_at": time.time()})
         prepared: Optional[Prepared] = None
         keep_report = True
         build = BuildLog(folder.root / BUILD_LOG, log, lambda step: self._building(run, step))
@@ -192,10 +192,12 @@ class Backtests:
             if run.progress is not None:
                 run.progress = None
                 log.note(f"built the environment in {build.seconds:.0f} s")
-                self.report(job.backtest_id, {"status": "running"})
             log.note(f"backtest {job.backtest_id}: python {prepared.python_version}, "
                      f"{limits_text(job.limits, True)}{'' if self.network else ', no network'}")
-            end = self.executor.run(prepared, log, run.cancelled, lambda pid, started: None)
+            # "running" means a process: reported once the executor has started and recorded it (a
+            # warm worker may still be importing, an unpacked copy waits for its sandbox until then).
+            end = self.executor.run(prepared, log, run.cancelled, lambda pid, started: self.report(
+                job.backtest_id, {"status": "running", "started_at": started}))
             keep_report = not (end.reason or "").startswith("stopped: exceeded the plan's disk")
         except RunFailed as exc:
             reason = run.stop_reason if run.cancelled.is_set() else str(exc)

@@ -177,7 +177,6 @@ class Sweeps:
             log = LogSink(folder.log, self.log_max_bytes)
             sweep.logs[request.run_id] = log
             sweep.started.add(request.run_id)
-            self.report_backtest(job.backtest_id, {"status": "running", "started_at": time.time()})
             log.note(f"backtest {job.backtest_id}, a point of sweep {sweep.job.sweep_id} "
                      f"({_shown(job.parameters)}): {limits_text(job.limits, True)}"
                      f"{'' if self.network else ', no network'}")
@@ -186,7 +185,11 @@ class Sweeps:
         def on_exit(request: RunRequest, end: Exit) -> None:
             self._point_ended(sweep, jobs[request.run_id], request, end)
 
-        self.executor.run_points(requests, log_for, sweep.stop, lambda request, pid, started: None, on_exit,
+        def on_start(request: RunRequest, pid: Optional[int], started: float) -> None:
+            # a point is "running" once its process is, as a backtest is (backtests.py)
+            self.report_backtest(jobs[request.run_id].backtest_id, {"status": "running", "started_at": started})
+
+        self.executor.run_points(requests, log_for, sweep.stop, on_start, on_exit,
                                  parallel=self.parallel, stopped=lambda request: request.run_id in sweep.skipped)
         self._close(sweep, ended=lambda job: self._never_ran(sweep))
 

@@ -17,11 +17,13 @@ import pytest
 from blankly_magics.server.runner import (
     BacktestJob,
     LiveJob,
+    LocalExecutor,
     LogSink,
     Runner,
     RunLimits,
     failure_reason,
 )
+from blankly_magics.server.runner.sandbox import find_bwrap
 from tests.fixtures_notebooks import RSI_BACKTEST_ARGS
 from tests.fixtures_server import wait_for
 from tests.server.runs import TICKER, Recorder, gone, model_zip, rsi_script, run_directly, run_processes
@@ -219,6 +221,72 @@ def test_cancel_stops_a_running_backtest_and_skips_a_queued_one(tmp_path: Path, 
         assert r.cancel_backtest("no-such-backtest") is False
     finally:
         r.shutdown()
+    assert run_processes(tmp_path) == []
+
+
+class SeesRunning(Recorder):
+    """A Recorder that looks, at the moment a backtest is reported running, at the pid record of its
+    run: what anyone reading the status then (a user, an operator, a test) finds of its process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.pids = data_dir / "runs" / "pids"
+        self.at_running: dict[str, Optional[dict]] = {}
+
+    def on_backtest(self, backtest_id: str, fields: dict) -> None:
+        if fields.get("status") == "running":
+            try:
+                record = json.loads((self.pids / f"backtest-{backtest_id}.json").read_text())
+            except FileNotFoundError:
+                record = None
+            self.at_running[backtest_id] = record if record is None or gone(record["pid"]) else {
+                **record, "alive": True}
+        super().on_backtest(backtest_id, fields)
+
+
+SLEEPS = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
+
+
+def _running_then_cancelled(r: Runner, seen: SeesRunning, tmp_path: Path, backtest_id: str) -> dict:
+    r.submit_backtest(job(tmp_path, backtest_id, model_zip(tmp_path / f"{backtest_id}.zip", SLEEPS, prices=False)))
+    seen.wait(lambda: seen.backtest(backtest_id).get("status") == "running")
+    assert r.cancel_backtest(backtest_id) is True
+    assert seen.wait_backtest(backtest_id)["status"] == "cancelled"
+    return seen.at_running[backtest_id]
+
+
+@pytest.mark.blankly
+def test_a_backtest_is_running_only_once_its_process_is_started_and_recorded(tmp_path: Path) -> None:
+    seen = SeesRunning(tmp_path / "data")
+    r = Runner(tmp_path / "data", seen.on_backtest, seen.on_live, max_workers=1, grace=2.0,
+               executor=LocalExecutor(tmp_path / "data", find_bwrap(), grace=2.0, warm_workers=0))
+    r.start()
+    try:
+        record = _running_then_cancelled(r, seen, tmp_path, "bt-cold")
+    finally:
+        r.shutdown()
+    assert record is not None and record["kind"] == "backtest" and record["alive"], record
+    assert [f["status"] for f in seen.backtests["bt-cold"] if "status" in f] == ["queued", "running", "cancelled"]
+    assert run_processes(tmp_path) == []
+
+
+@pytest.mark.slow  # a warm worker imports numpy, pandas and Blankly first
+@pytest.mark.blankly
+def test_a_warm_started_backtest_is_running_only_once_the_worker_holds_its_run(tmp_path: Path) -> None:
+    seen = SeesRunning(tmp_path / "data")
+    executor = LocalExecutor(tmp_path / "data", find_bwrap(), grace=2.0, warm_workers=1)
+    r = Runner(tmp_path / "data", seen.on_backtest, seen.on_live, max_workers=1, grace=2.0, executor=executor)
+    r.start()
+    try:
+        _running_then_cancelled(r, seen, tmp_path, "bt-first")  # the pool fills from the first backtest on
+        wait_for(lambda: executor.pool.idle(), "an idle warm worker", 120)
+        worker = executor.pool.idle()[0].sandbox.child.pid
+        record = _running_then_cancelled(r, seen, tmp_path, "bt-warm")
+    finally:
+        r.shutdown()
+    # The run is the worker's process, recorded as the backtest's (no longer an idle worker's).
+    assert record is not None and record["kind"] == "backtest" and record["alive"], record
+    assert record["pid"] == worker
     assert run_processes(tmp_path) == []
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from playwright.sync_api import expect
 
 from tests.fixtures_notebooks import REPO
 from tests.test_panel_browser import Lab, chromium, open_panel, running_lab
@@ -30,6 +29,13 @@ AT_THE_END = """() => {
     const b = box.getBoundingClientRect(), l = lines.getBoundingClientRect();
     return Math.abs(l.bottom - b.bottom) <= 4 && l.top < b.top - 20;
 }"""
+
+
+def expect(locator):
+    """Playwright's expect, imported when a browser test runs (the fast suite's Pythons lack it)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
 
 
 @pytest.fixture

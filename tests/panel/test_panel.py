@@ -267,10 +267,12 @@ def test_deploy_live_asks_for_one_confirmation_then_shows_logs_and_stops(make_pa
     assert panel.deploy.model_id is None
 
 
+@pytest.mark.blankly  # the model's requirements name blankly: its environment is the server's own only where it installs
 def test_the_deployment_card_follows_a_crashing_model_with_its_error_until_it_is_stopped(
         make_panel, local_server, tmp_path) -> None:
     notebook = write_notebook(tmp_path / "keyless" / "keyless.ipynb", [
-        "#| blankly\nraise RuntimeError('this exchange has no keys: it cannot trade live')\n"])
+        "#| blankly\nimport time\ntime.sleep(1)  # each start lives a moment: the deploy sees it restarting\n"
+        "raise RuntimeError('this exchange has no keys: it cannot trade live')\n"])
     panel = make_panel(notebook, confirm_seconds=30)
     sign_in_with_form(panel, local_server)
     panel.target.mode.value = "live"

@@ -35,11 +35,11 @@ def rsi_script(entry: str = RSI_ENTRY) -> str:
 def blankly_settings() -> tuple[dict, dict]:
     """Blankly's default settings.json / backtest.json contents (GUI left ON on purpose:
     the runner must keep runs headless whatever the upload says)."""
-    from blankly.utils.utils import default_backtest_settings, default_general_settings
+    from blankly_magics.export.manifest import DEFAULT_BACKTEST_SETTINGS, DEFAULT_GENERAL_SETTINGS
 
-    backtest = json.loads(json.dumps(default_backtest_settings))
+    backtest = json.loads(json.dumps(DEFAULT_BACKTEST_SETTINGS))
     backtest["settings"]["GUI_output"] = True
-    return json.loads(json.dumps(default_general_settings)), backtest
+    return json.loads(json.dumps(DEFAULT_GENERAL_SETTINGS)), backtest
 
 
 def model_zip(

@@ -6,8 +6,8 @@ and the worker, Blankly, numpy and pandas imported), against a plain ``python`` 
 the same modules. Sweeps: ``run_points`` of N backtests of the RSI strategy (each its own
 initial cash), two at once on this 2-core machine, started with an idle worker of the pool
 ready, against what a user does by hand: the same N backtests one after another in one Python
-process that already imported Blankly, the strategy made afresh for each (a kernel loop),
-over the repository's 420 daily GOOG bars and over 4,000 synthetic daily bars. And the overhead of one point: a point whose script
+process that already imported Blankly (a kernel loop), over the repository's 420 daily GOOG
+bars and over 4,000 synthetic daily bars. And the overhead of one point: a point whose script
 does nothing, one at a time, against one 420-bar backtest in that loop.
 """
 from __future__ import annotations
@@ -32,15 +32,12 @@ import contextlib, io, json, os, sys, time
 os.chdir(sys.argv[1])
 args = json.loads(sys.argv[2])
 source = open("bot.py").read().split("if blankly.is_deployed:")[0]  # the strategy, without its entry
-code = compile(source, "bot.py", "exec")
-exec(code, {})  # the imports, once
+exec(compile(source, "bot.py", "exec"))
 times = []
 for kwargs in args:
     started = time.perf_counter()
-    cells = {}
-    exec(code, cells)  # the strategy made afresh for each backtest, as a user runs its cells again
     with contextlib.redirect_stdout(io.StringIO()):
-        result = cells["strategy"].backtest(**kwargs, GUI_output=False)
+        result = strategy.backtest(**kwargs, GUI_output=False)
     times.append(time.perf_counter() - started)
 print(json.dumps({"seconds": times}))
 """

@@ -4,7 +4,7 @@ its table, cancel it, list them. Each point is a backtest of its own (``/backtes
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import anyio
 import anyio.to_thread
@@ -76,6 +76,12 @@ def _seconds(fields: dict[str, Any], name: str, limit: float) -> float:
     return value
 
 
+def _moved(finished: Optional[int], seen: int, points: int) -> bool:
+    """True once a long poll has news: another point ended, or the sweep itself did. Its last point's
+    end is answered with the sweep's own (a moment later), sparing the client a poll in between."""
+    return finished is None or (finished != seen and finished < points)
+
+
 async def sweep_status(request: Request, user: User) -> dict[str, Any]:
     """The sweep's state. ``wait=S`` (with ``seen``, the ``finished`` of the last answer): answer as
     soon as another point has ended, or after S seconds."""
@@ -86,7 +92,8 @@ async def sweep_status(request: Request, user: User) -> dict[str, Any]:
     seen = field_text(fields, "seen", limit=20)
     if wait and seen.isdigit() and not sweep.finished:
         deadline = time.monotonic() + wait
-        while server.runner.sweep_finished(sweep.id) == int(seen) and time.monotonic() < deadline:
+        while not _moved(server.runner.sweep_finished(sweep.id), int(seen), sweep.points) \
+                and time.monotonic() < deadline:
             await anyio.sleep(WAIT_TICK)
         sweep = owned_sweep(server, user, fields)
     return sweep_view(server, sweep, rows=False)

@@ -153,6 +153,12 @@ def test_a_sweep_runs_a_backtest_per_point_owned_like_every_run(server, tmp_path
     seen = first["finished"]
     waited = _ok(server.request("GET", "/sweep/status", params={"sweepId": sweep_id, "wait": 30, "seen": seen}))
     assert waited["finished"] > seen or waited["status"] in TERMINAL
+    # the answer that counts the last point's end is the sweep's end: a client needs no further poll
+    status = waited
+    while status["finished"] < 6:
+        status = _ok(server.request("GET", "/sweep/status",
+                                    params={"sweepId": sweep_id, "wait": 30, "seen": status["finished"]}))
+    assert status["status"] == "failed" and status["counts"] == {"failed": 6}
     final = _sweep_done(server, sweep_id)
     # the echo model reports no Blankly result: every point failed, the sweep says why
     assert final["status"] == "failed" and final["counts"] == {"failed": 6}

@@ -187,7 +187,8 @@ class Runner:
         return self.sweeps.cancel_point(backtest_id)
 
     def sweep_finished(self, sweep_id: str) -> Optional[int]:
-        """How many points of a sweep running here have ended (None: none such runs here now)."""
+        """How many points of a sweep running here have ended (None: none such runs here now, or its
+        end is stored)."""
         return self.sweeps.finished(sweep_id)
 
     # -- live models -------------------------------------------------------------

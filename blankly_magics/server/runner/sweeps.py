@@ -52,6 +52,7 @@ class _Sweep:
     completed: int = 0  # points that completed
     running: bool = False  # the worker took it from the queue
     done: bool = False
+    reported: bool = False  # its own end is stored
 
 
 class Sweeps:
@@ -134,9 +135,10 @@ class Sweeps:
         return "skipped"
 
     def finished(self, sweep_id: str) -> Optional[int]:
-        """Points of a sweep this server runs that have ended (None: it runs no such sweep now)."""
+        """Points of a sweep this server runs that have ended (None: it runs no such sweep now, or its
+        end is stored)."""
         sweep = self._sweeps.get(sweep_id)
-        return None if sweep is None else sweep.finished
+        return None if sweep is None or sweep.reported else sweep.finished
 
     # -- one sweep ------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Sweeps:
         with self._lock:
             sweep.finished = len(sweep.job.points)
         self.report_sweep(sweep.job.sweep_id, self._outcome(sweep, now))
+        sweep.reported = True
 
     @staticmethod
     def _outcome(sweep: _Sweep, now: float) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from .executor import RunRequest
 from .folders import RunFolder
 from .logs import LogSink
 from .process import Child
-from .warm import (BASE_MODULES, IDLE_MB, MIN_RAM_MB, WarmKey, Worker, ready_interpreter, start_sandbox,
-                   zip_facts)
+from .warm import (BACKTEST_MODULES, BASE_MODULES, IDLE_MB, MIN_RAM_MB, WarmKey, Worker, ready_interpreter,
+                   start_sandbox, zip_facts)
 
 if TYPE_CHECKING:
     from .local import LocalExecutor
@@ -207,7 +207,7 @@ class WarmPool:
             worker.discard()
 
     def start_worker(self, key: WarmKey, modules: Iterable[str] = ()) -> Worker:
-        """A new worker for ``key``, importing BASE_MODULES and ``modules``. It dies with the thread
+        """A new worker for ``key``, importing BASE_MODULES, BACKTEST_MODULES and ``modules``. It dies with the thread
         that calls this (PR_SET_PDEATHSIG): the pool's own, or a sweep's, which outlives it."""
         executor = self.executor
         slot = uuid.uuid4().hex[:12]
@@ -215,7 +215,8 @@ class WarmPool:
         uid = executor.take_uid()
         try:
             folder.create((uid, uid) if uid is not None else None)
-            sandbox = start_sandbox(executor, key, folder, uid=uid, modules=BASE_MODULES + tuple(modules),
+            imports = BASE_MODULES + BACKTEST_MODULES + tuple(modules)
+            sandbox = start_sandbox(executor, key, folder, uid=uid, modules=imports,
                                     log=LogSink(executor.warm_dir / f"{slot}.log", 64 << 10),
                                     pid_file=executor.pid_file(f"worker-{slot}"), record={"kind": "warm", "id": slot})
         except BaseException:

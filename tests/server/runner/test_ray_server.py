@@ -52,8 +52,8 @@ def test_a_live_model_runs_as_a_job_outlives_server_restarts_and_stops_on_kill(
         stop()
         seen = ticks_on_cluster(ray_head, job.submission_id)
         wait_for(lambda: ticks_on_cluster(ray_head, job.submission_id) > seen, "the job to tick with no server")
-        ray_server.start()
-        assert deployment(ray_server, model_id)["state"] == "running"
+        ray_server.start()  # it takes the job back: starting until it has seen the job running
+        wait_for(lambda: deployment(ray_server, model_id)["state"] == "running", "the adopted model to run")
         # The log is rebuilt from the job's own, from its start, and follows it on.
         wait_for(lambda: ticks(ray_server, model_id) > seen, "the log to follow the job again")
         assert "tick 1\n" in get(ray_server, "/model/logs", modelId=model_id)["text"]

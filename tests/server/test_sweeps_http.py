@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,9 +55,20 @@ def _upload(server: ServerHandle, zip_path: Path, route: str, user: str = "alice
 
 
 def _stored(server: ServerHandle) -> Any:
-    """What the data dir holds, once alice exists (her first sign-in makes her user and project)."""
+    """What the data dir holds, once alice exists (her first sign-in makes her user and project)
+    and the backtests of the tests before have ended (their records change until then)."""
     server.id_token("alice")
+    wait_for(lambda: _unfinished(server) == 0, "the earlier tests' backtests to end", timeout=120)
     return snapshot(server.data_dir)
+
+
+def _unfinished(server: ServerHandle) -> int:
+    conn = sqlite3.connect(f"file:{server.data_dir / 'blankly.db'}?mode=ro", uri=True, timeout=15)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM backtests WHERE status IN ('queued', 'building', 'running')"
+                            ).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def _echo_zip(tmp_path: Path, parameters: Any = PARAMETERS) -> Path:

@@ -9,8 +9,9 @@ The server's RayExecutor submits a job whose working directory holds::
 
 and one variable, ``BLANKLY_MAGICS_RUN`` (JSON: the mode, the main script, its
 folder, the platform's variables, the plan's limits, the frame marker). Each run
-gets a private folder of its own on the node it lands on (``model`` copied from
-the working directory, ``report``, ``home``, ``tmp``: 0700, removed at the end,
+gets a private folder of its own on the node it lands on (``model`` and the hook
+as the driver read them from the working directory, a sweep's points through
+Ray's object store; ``report``, ``home``, ``tmp``: 0700, removed at the end,
 secret files with it), and the model starts there as ``python bot.py`` with an
 environment built from an allowlist, the hook first on its PYTHONPATH, exactly as
 the local executor starts it, through the same launcher (launch.py: the largest
@@ -46,7 +47,7 @@ import urllib.request
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKDIR = os.path.dirname(HERE)  # the job's working directory on the driver's node (a task's: its cwd)
+WORKDIR = os.path.dirname(HERE)  # the job's working directory on the driver's node
 POLL = 0.25
 DISK_POLL = 2.0
 CHUNK = 48 * 1024  # bytes of compressed data per frame
@@ -77,17 +78,44 @@ def send_data(marker, index, kind, data):
 
 # ---------------------------------------------------------------- one run's folder and process
 
-class RunDir:
-    """A run's private folder on this node: model (a copy), report, home, tmp."""
+def read_files(workdir):
+    """What a run's folder is made of, read from the job's working directory at once: ``model/``,
+    the hook and the launcher, as {path: (data, executable)}. Held in memory because on a cluster
+    whose nodes share a disk, another node setting up the same working directory replaces it
+    while this job runs (Ray's eager install at ``ray.init``)."""
+    files = {}
+    sources = [("model", "model"), (os.path.join("_blankly", "hook"), "hook")]
+    for source, target in sources:
+        top = os.path.join(workdir, source)
+        for folder, _dirs, names in os.walk(top):
+            for name in names:
+                path = os.path.join(folder, name)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as fh:
+                        files[os.path.join(target, os.path.relpath(path, top))] = \
+                            (fh.read(), os.stat(path).st_mode & 0o100)
+    with open(os.path.join(workdir, "_blankly", "launch.py"), "rb") as fh:
+        files["launch.py"] = (fh.read(), 0)
+    return files
 
-    def __init__(self, config, workdir):
+
+class RunDir:
+    """A run's private folder on this node: model, hook and launcher (written from ``files``),
+    report, home, tmp."""
+
+    def __init__(self, config, files):
         self.root = tempfile.mkdtemp(prefix="blankly-run-")
         os.chmod(self.root, 0o700)
+        for name, (data, executable) in files.items():
+            path = os.path.join(self.root, name)
+            os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700 if executable else 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
         self.model = os.path.join(self.root, "model")
-        shutil.copytree(os.path.join(workdir, "model"), self.model, symlinks=True)
+        os.makedirs(self.model, 0o700, exist_ok=True)
         self.hook = os.path.join(self.root, "hook")
-        shutil.copytree(os.path.join(workdir, "_blankly", "hook"), self.hook)
-        self.launcher = os.path.join(workdir, "_blankly", "launch.py")
+        self.launcher = os.path.join(self.root, "launch.py")
         self.report = os.path.join(self.root, "report")
         self.home = os.path.join(self.root, "home")
         self.tmp = os.path.join(self.root, "tmp")
@@ -285,7 +313,7 @@ def run_one(config):
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        run_dir = RunDir(config, WORKDIR)
+        run_dir = RunDir(config, read_files(WORKDIR))
         run_dir.place_secrets(fetch_secrets())
         started = time.time()
         sys.stdout.flush()
@@ -314,7 +342,7 @@ def _kept(data):
         + bytes(data[-LOG_KEEP:])
 
 
-def run_point(config, point, secrets):
+def run_point(config, point, secrets, files):
     """One point of a sweep, in a Ray task: its own folder and process; the result as a dict."""
     import ray
 
@@ -322,7 +350,7 @@ def run_point(config, point, secrets):
     started = time.time()
     run_dir = None
     try:
-        run_dir = RunDir(config, os.getcwd())  # Ray starts a task in the job's working directory
+        run_dir = RunDir(config, files)
         run_dir.place_secrets(secrets)
         output = bytearray()
         proc = start_model(run_dir, config, point["env"], subprocess.PIPE)
@@ -351,15 +379,17 @@ def run_points(config):
     import ray
 
     marker = config["frame"]
-    ray.init(log_to_driver=False)
     frame(marker, t="begin", python="%d.%d" % sys.version_info[:2], pid=os.getpid())
-    with open(os.path.join(HERE, "points.json"), encoding="utf-8") as fh:
-        points = json.load(fh)
-    try:
+    try:  # everything from the working directory is read before ray.init (see read_files)
+        with open(os.path.join(HERE, "points.json"), encoding="utf-8") as fh:
+            points = json.load(fh)
+        files = read_files(WORKDIR)
         secrets = fetch_secrets()
     except Exception as exc:
         frame(marker, t="end", i=-1, code=None, error=failure(exc))
         return 1
+    ray.init(log_to_driver=False)
+    files = ray.put(files)
     options = {"num_cpus": config["cpu"], "scheduling_strategy": "SPREAD", "max_retries": 0}
     if config.get("memory"):
         options["memory"] = config["memory"]
@@ -368,7 +398,7 @@ def run_points(config):
     while todo or pending:
         while todo and len(pending) < max(1, config.get("parallel", 1)):
             index, point = todo.pop(0)
-            pending[task.remote(config, point, secrets)] = index
+            pending[task.remote(config, point, secrets, files)] = index
             frame(marker, t="start", i=index, at=time.time())
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:

@@ -252,8 +252,9 @@ def ended_fields(end: Exit, log: LogSink, *, stopped: Optional[str], network: bo
     return {"status": "completed", "exit_code": code, "error": None, "result": result}
 
 
-def backtest_request(job: BacktestJob, folder: Path, network: bool) -> RunRequest:
-    """The executor's request for one backtest: the platform's variables, its arguments and parameters."""
+def backtest_request(job: BacktestJob, folder: Path, network: bool, point: bool = False) -> RunRequest:
+    """The executor's request for one backtest: the platform's variables, its arguments and parameters.
+    A sweep's ``point`` prints its metrics without Blankly's history tables (the hook's metrics_text)."""
     env = platform_vars(project_id=job.project_id, model_id=job.model_id, version_id=job.version_id,
                         user_id=job.user_id, model_type=job.model_type)
     env.update({
@@ -263,6 +264,8 @@ def backtest_request(job: BacktestJob, folder: Path, network: bool) -> RunReques
     })
     if job.parameters:
         env["BLANKLY_PARAMETERS"] = base64.b64encode(json.dumps(job.parameters).encode()).decode()
+    if point:
+        env["BLANKLY_MAGICS_SWEEP_POINT"] = "1"
     return RunRequest(run_id=f"backtest-{job.backtest_id}", kind="backtest", folder=folder,
                       zip_path=job.zip_path, version_id=job.version_id, python_version=job.python_version,
                       env=env, limits=job.limits, deadline=True, network=network,

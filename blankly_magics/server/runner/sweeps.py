@@ -167,7 +167,8 @@ class Sweeps:
 
     def _run(self, sweep: _Sweep) -> None:
         jobs = {f"backtest-{job.backtest_id}": job for job in sweep.job.points}
-        requests = [backtest_request(job, self.folder / job.backtest_id, self.network) for job in jobs.values()]
+        requests = [backtest_request(job, self.folder / job.backtest_id, self.network, point=True)
+                    for job in jobs.values()]
         if sweep.stop.is_set():
             self._close(sweep, ended=lambda job: self._never_ran(sweep))
             return

@@ -17,7 +17,7 @@ from tests.fixtures_notebooks import PRICES_CSV, RSI_BACKTEST_ARGS
 
 
 def run_model(tmp_path: Path, script: str, *, args: Optional[dict] = None, hook: bool = True,
-              backtesting: bool = True) -> tuple[subprocess.CompletedProcess, Path]:
+              backtesting: bool = True, sweep_point: bool = False) -> tuple[subprocess.CompletedProcess, Path]:
     """Run a script as the runner would (hook first on PYTHONPATH), in a model folder."""
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
@@ -34,6 +34,8 @@ def run_model(tmp_path: Path, script: str, *, args: Optional[dict] = None, hook:
     if backtesting:
         env["BACKTESTING"] = "1"
         env["BACKTESTING_ARGS"] = base64.b64encode(json.dumps(args or {}).encode()).decode()
+    if sweep_point:
+        env["BLANKLY_MAGICS_SWEEP_POINT"] = "1"
     proc = subprocess.run([sys.executable, "bot.py"], cwd=model, env=env, capture_output=True,
                           text=True, timeout=300)
     return proc, report
@@ -77,12 +79,23 @@ def test_a_deployed_style_script_is_backtested_with_the_uploaded_args(tmp_path: 
     assert result["initial_account_value"] == 3000
     assert set(result["metrics"]) >= {"Sharpe Ratio", "Max Drawdown (%)", "Cumulative Returns (%)"}
     assert all(isinstance(v, (int, float)) or v is None for v in result["metrics"].values())
-    assert "Blankly Metrics" in proc.stdout  # the log shows what a local print would
+    assert "Blankly Metrics" in proc.stdout and "Account History" in proc.stdout  # what a local print shows
     kinds = [e["event"] for e in events(report)]
     assert kinds[:2] == ["exchange", "strategy"] and "backtest_result" in kinds
     start = next(e for e in events(report) if e["event"] == "backtest_start")
     assert start["args"]["GUI_output"] is False and start["args"]["initial_values"] == {"USD": 3000}
     assert not list((tmp_path / "model").glob("*.html"))  # no chart written: headless
+
+
+@pytest.mark.slow
+def test_a_sweep_point_prints_the_metrics_without_the_history_tables(tmp_path: Path) -> None:
+    proc, report = run_model(tmp_path, rsi_script(), args=RSI_BACKTEST_ARGS, sweep_point=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((report / "backtest_result.json").read_text())["metrics"]
+    printed = proc.stdout[proc.stdout.index("Blankly Metrics"):]
+    sharpe = next(line for line in printed.splitlines() if line.startswith("Sharpe Ratio:"))
+    assert sharpe.split()[-1] == str(metrics["Sharpe Ratio"])
+    assert "Account History" not in proc.stdout and "in this point's result" in proc.stdout
 
 
 @pytest.mark.slow

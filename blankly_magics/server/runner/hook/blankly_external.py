@@ -53,9 +53,16 @@ def _report_dir():
 
 def plain(value, _depth=0):
     """A JSON-safe copy: numpy/pandas scalars to Python, NaN/inf to None, keys to str."""
+    kind = type(value)
+    if kind is float:  # the common cases first: a result holds thousands of plain numbers
+        return value if math.isfinite(value) else None
+    if kind is int or kind is str or value is None or kind is bool:
+        return value
+    if kind is list and all(type(v) is int or type(v) is str for v in value):
+        return list(value)
     if _depth > 50:
         return str(value)
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return value
@@ -101,8 +108,9 @@ def _write_json(name, data):
         return
     path = os.path.join(directory, name)
     tmp = path + ".tmp"
+    text = json.dumps(data, allow_nan=False)  # in one piece: json.dump to a file encodes in Python, 3x slower
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, allow_nan=False)
+        fh.write(text)
     os.replace(tmp, path)
 
 
@@ -207,6 +215,23 @@ def backtest_prices(controller, platform_result):
     if not series:
         return None
     return {"column": str(column), "series": series, "thinned": thinned}
+
+
+def metrics_text(result):
+    """A sweep point's printed result: Blankly's metrics block without its three history tables
+    (they are in the point's result; printing them costs more than a short backtest)."""
+    metrics = getattr(result, "metrics", None)
+    if not isinstance(metrics, dict):
+        return str(result)
+    lines = ["", "Historical Dataframes: in this point's result (a sweep point does not print them)",
+             "Blankly Metrics: "]
+    for metric in metrics.values():
+        name, value = metric.get("display_name", ""), metric.get("value")
+        lines.append(name + ": " + " " * (33 - len(name)) + str(value) + ("%" if name.endswith("(%)") else ""))
+    callbacks = getattr(result, "user_callbacks", None) or {}
+    if callbacks:
+        lines += ["", "User Callbacks: "] + ["%s: %s" % (key, value) for key, value in callbacks.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _kwargs_of(original, args, kwargs):
@@ -360,7 +385,7 @@ class _Reporter:
         def start(*args, **kwargs):
             # Printed as a local `print(strategy.backtest(...))` would, so the log shows the metrics.
             result = backtest()
-            print(result)
+            print(metrics_text(result) if os.environ.get("BLANKLY_MAGICS_SWEEP_POINT") == "1" else result)
             return result
 
         # Instance attributes shadow the class's methods for this strategy only.

@@ -7,7 +7,10 @@ interpreter (the sweep starts at once), else one started for the sweep. Its four
 hold one subfolder per point: point N sees ``/blankly/model/N`` (its own copy of the
 version; its working directory is there), ``/blankly/report/N`` (where its hook writes),
 ``/blankly/home/N`` (HOME) and ``/tmp/N`` (TMPDIR). The version is unpacked once, beside
-the sandbox's folders (out of the points' reach), and copied for each point.
+the sandbox's folders (out of the points' reach), and copied for each point. At most
+``parallel`` points' processes run at once; the next points' copies are made and the ended
+points' results stored meanwhile, so a slot waits for nothing but a fork. The first point
+to complete leaves its Blankly price cache to the points copied after it (price_cache.py).
 
 Each point gets its own environment variables (``BACKTESTING_ID``, ``BACKTESTING_ARGS``,
 ``BLANKLY_PARAMETERS``...), output pipe (its own log) and kernel limit on file size, and the
@@ -20,6 +23,7 @@ started yet run as separate runs (``Executor.run_points``'s default).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,10 +34,10 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from ...files import private_dir
-from . import warm
+from . import price_cache, warm
 from .executor import Executor, Exit, PointExit, PointStart, RunFailed, RunRequest
 from .folders import WRITABLE, RunFolder, dir_size, make_private_tree
 from .logs import LogSink
@@ -184,6 +188,29 @@ class Point:
         return self.code if self.code is not None else -signal.SIGKILL
 
 
+class Turns:
+    """``slots`` places taken in the points' order: point N waits for the points before it."""
+
+    def __init__(self, slots: int) -> None:
+        self._changed = threading.Condition()
+        self._free = slots
+        self._next = 0
+
+    @contextlib.contextmanager
+    def slot(self, n: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._next == n and self._free > 0)
+            self._next += 1
+            self._free -= 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += 1
+                self._changed.notify_all()
+
+
 class Sweep:
     """One call of run_points (see the module's docstring)."""
 
@@ -205,6 +232,9 @@ class Sweep:
         self.lost = False
         self.over = threading.Event()
         self._send = threading.Lock()
+        self._turns = Turns(self.parallel)
+        self.cache: Optional[str] = None  # the price cache's folder in the version, until a point's is shared
+        self._cache_lock = threading.Lock()
 
     def run(self) -> None:
         self.executor.pool.begin(sweep=True)
@@ -230,9 +260,11 @@ class Sweep:
             version = RunFolder(self.worker.folder.root / "version")  # out of the sandbox's sight
             self.info = unpack(self.requests[0].zip_path, version, owner)
             self.owner, self.template = owner, version.model
+            self.cache = price_cache.cache_folder(self.template, self.info.working_directory)
             reader.start()
             relay.start()
-            with concurrent.futures.ThreadPoolExecutor(self.parallel, thread_name_prefix="point") as pool:
+            # Twice the slots in threads: a point's copy and its end's bookkeeping overlap the others' runs.
+            with concurrent.futures.ThreadPoolExecutor(2 * self.parallel, thread_name_prefix="point") as pool:
                 for future in [pool.submit(self._one, n, r) for n, r in enumerate(self.requests)]:
                     future.result()
         except RunFailed as exc:  # the version cannot be unpacked: no point can run
@@ -324,38 +356,69 @@ class Sweep:
     # -- one point ------------------------------------------------------------------------
 
     def _one(self, n: int, request: RunRequest) -> None:
-        if self.stop.is_set() or self.stopped(request):
-            self.on_exit(request, Exit(None, STOPPED))
-            return
-        if self.lost:
-            return self._cold([request])
+        """One point: its folders are made while other points run, then it takes its turn (points
+        start in their order, ``parallel`` at once) and holds a slot for its process's life only;
+        its end is reported once the slot is free."""
         folders = {name: getattr(self.worker.folder, name) / str(n) for name in WRITABLE}  # type: ignore[union-attr]
-        point_stop = RunStop()
-        self.active.add(point_stop)
+        problem = None
+        if not (self.stop.is_set() or self.stopped(request) or self.lost):
+            try:
+                self._prepare(folders)
+            except Exception as exc:  # e.g. no disk left for its copy: this point fails, the others go on
+                problem = f"the point could not start: {exc}"
+        with self._turns.slot(n):
+            end = self._take_slot(n, request, folders, problem)
+        if end is not None:
+            self.on_exit(request, end)
+
+    def _take_slot(self, n: int, request: RunRequest, folders: dict[str, Path], problem: Optional[str]
+                   ) -> Optional[Exit]:
+        """The point's run in its slot: its end, or None when it ran as a separate run (which reported it)."""
+        if problem is None and (self.stop.is_set() or self.stopped(request)):
+            problem = STOPPED
+        point_stop, ran, end = RunStop(), False, None
         try:
-            end = self._run_point(n, request, folders, point_stop)
-        except Exception as exc:  # e.g. no disk left for its copy: this point fails, the others go on
+            if problem is not None:
+                end = Exit(None, problem)
+            elif not self.lost:
+                self.active.add(point_stop)
+                ran = True
+                end = self._run_point(n, request, folders, point_stop)
+        except Exception as exc:
             end = Exit(None, f"the point could not start: {exc}")
         finally:
             self.active.discard(point_stop)
-            report = private_dir(request.folder) / "report"
-            shutil.rmtree(report, ignore_errors=True)
-            if folders["report"].exists():
-                os.rename(folders["report"], report)
+            if ran and end is not None and end.code == 0 and end.reason is None:
+                self._share_cache(folders["model"])
+            if ran:
+                report = private_dir(request.folder) / "report"
+                shutil.rmtree(report, ignore_errors=True)
+                if folders["report"].exists():
+                    os.rename(folders["report"], report)
             for path in folders.values():
                 shutil.rmtree(path, ignore_errors=True)
         if end is None:  # the worker was gone before this point started
-            return self._cold([request])
-        self.on_exit(request, dataclasses.replace(end, reports=RunFolder(request.folder).reports()))
+            self._cold([request])
+            return None
+        return dataclasses.replace(end, reports=RunFolder(request.folder).reports()) if ran else end
 
-    def _run_point(self, n: int, request: RunRequest, folders: dict[str, Path], point_stop: RunStop
-                   ) -> Optional[Exit]:
-        assert self.worker is not None
+    def _share_cache(self, model: Path) -> None:
+        """The first completed point's price cache goes to the points copied after it (price_cache.py)."""
+        with self._cache_lock:
+            if self.cache is not None and price_cache.share(model, self.template, self.cache, self.owner):
+                self.cache = None
+
+    def _prepare(self, folders: dict[str, Path]) -> None:
+        """The point's own copy of the version, and its empty report, home and tmp, all private."""
         shutil.copytree(self.template, folders["model"], symlinks=True, copy_function=shutil.copy)
         for name in ("report", "home", "tmp"):
             folders[name].mkdir(mode=0o700)
         for path in folders.values():
             make_private_tree(path, self.owner)
+
+    def _run_point(self, n: int, request: RunRequest, folders: dict[str, Path], point_stop: RunStop
+                   ) -> Optional[Exit]:
+        assert self.worker is not None
         log = self.log_for(request)
         point = Point(n, log)
         self.points[n] = point

@@ -117,3 +117,46 @@ def test_a_sweep_cancelled_while_it_waits_for_its_turn_ends_at_once(runner, reco
     assert [recorder.backtest(f"s8-p{i}")["status"] for i in range(2)] == ["cancelled", "cancelled"]
     assert runner.cancel_sweep("s7")
     assert recorder.wait_sweep("s7")["status"] == "cancelled"
+
+
+# A point that reports which price-cache files it found at its start, then writes its own (Blankly's
+# cache folder per the exporter's backtest.json: ./price_caches, continuous caching on).
+CACHE_POINT = """
+import base64, json, os
+given = json.loads(base64.b64decode(os.environ.get("BLANKLY_PARAMETERS", "")) or "{}")
+found = sorted(os.listdir("price_caches")) if os.path.lexists("price_caches") else []
+if given.get("link_folder"):
+    os.symlink("/etc", "price_caches")
+else:
+    os.makedirs("price_caches", exist_ok=True)
+    with open("price_caches/bars-%s.csv" % given["x"], "w") as fh:
+        fh.write("time,close\\n")
+    os.symlink("/etc/hostname", "price_caches/link-%s" % given["x"])
+    os.mkfifo("price_caches/fifo-%s" % given["x"])
+with open(os.path.join(os.environ["BLANKLY_MAGICS_REPORT_DIR"], "backtest_result.json"), "w") as fh:
+    json.dump({"metrics": {"Sharpe Ratio": len(found)}, "found": found}, fh)
+"""
+
+
+def cache_sweep(tmp_path: Path, sweep_id: str, points: int, **extra) -> SweepJob:
+    zip_path = model_zip(tmp_path / f"{sweep_id}.zip", CACHE_POINT, prices=False)
+    return SweepJob(sweep_id, tuple(
+        BacktestJob(f"{sweep_id}-p{i}", "model1", "v1", "proj1", zip_path, "", {"to": "1y"},
+                    parameters={"x": i, **extra})
+        for i in range(points)))
+
+
+def test_the_first_completed_points_price_cache_reaches_the_points_after_it(runner, recorder, tmp_path):
+    runner.submit_sweep(cache_sweep(tmp_path, "c1", 6))
+    assert recorder.wait_sweep("c1")["status"] == "completed"
+    found = [recorder.backtest(f"c1-p{i}")["result"]["found"] for i in range(6)]
+    assert found[0] == []  # the first points find none: nothing has completed yet
+    # The last ones were copied after a point completed: its file, once; never a link or a fifo.
+    assert found[5] in (["bars-0.csv"], ["bars-1.csv"]) and found[4] == found[5], found
+    assert all(f in ([], found[5]) for f in found), found
+
+
+def test_a_price_cache_that_is_a_link_is_never_shared(runner, recorder, tmp_path):
+    runner.submit_sweep(cache_sweep(tmp_path, "c2", 5, link_folder=True))
+    assert recorder.wait_sweep("c2")["status"] == "completed"
+    assert [recorder.backtest(f"c2-p{i}")["result"]["found"] for i in range(5)] == [[]] * 5

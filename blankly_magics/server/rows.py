@@ -11,7 +11,10 @@ from .records import json_safe
 
 def dumps(value: Any) -> str:
     """A JSON column's text (strict JSON: NaN and infinities become null)."""
-    return json.dumps(json_safe(value), separators=(",", ":"), allow_nan=False)
+    try:  # a run's result usually is strict JSON already: written as it is, not copied first
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(json_safe(value), separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: Optional[str]) -> Any:

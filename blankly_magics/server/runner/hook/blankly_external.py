@@ -58,10 +58,19 @@ def plain(value, _depth=0):
         return value if math.isfinite(value) else None
     if kind is int or kind is str or value is None or kind is bool:
         return value
-    if kind is list and all(type(v) is int or type(v) is str for v in value):
-        return list(value)
     if _depth > 50:
         return str(value)
+    if kind is list or kind is dict:  # item by item here: a result holds thousands, a call each costs
+        pairs = value.items() if kind is dict else enumerate(value)
+        out = {} if kind is dict else [None] * len(value)
+        for key, item in pairs:
+            item_kind = type(item)
+            if item_kind is float:
+                item = item if math.isfinite(item) else None
+            elif not (item_kind is int or item_kind is str or item is None):
+                item = plain(item, _depth + 1)
+            out[str(key) if kind is dict else key] = item
+        return out
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -108,7 +117,8 @@ def _write_json(name, data):
         return
     path = os.path.join(directory, name)
     tmp = path + ".tmp"
-    text = json.dumps(data, allow_nan=False)  # in one piece: json.dump to a file encodes in Python, 3x slower
+    # In one piece: json.dump to a file encodes in Python, 3x slower.
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"))
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
     os.replace(tmp, path)

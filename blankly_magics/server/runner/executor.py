@@ -76,7 +76,7 @@ from typing import Any, Callable, Optional, Sequence
 from .logs import LogSink
 from .process import STOPPED, RunStop
 
-__all__ = ["RunLimits", "RunRequest", "Prepared", "Exit", "Executor", "RunFailed", "STOPPED", "PointStart", "PointExit"]
+__all__ = ["RunLimits", "RunRequest", "Prepared", "Exit", "Executor", "RunFailed", "STOPPED", "PointStart", "PointExit", "PointsCall"]
 
 
 class RunFailed(Exception):
@@ -137,6 +137,21 @@ OnStart = Callable[[Optional[int], float], None]
 # run_points' callbacks: a point's process is up (request, pid, started); a point ended (request, exit)
 PointStart = Callable[[RunRequest, Optional[int], float], None]
 PointExit = Callable[[RunRequest, Exit], None]
+
+
+class PointsCall:
+    """What one ``run_points`` call was given: the base of an executor's class that runs it."""
+
+    def __init__(self, requests: Sequence[RunRequest], log_for: Callable[[RunRequest], LogSink], stop: RunStop,
+                 on_start: PointStart, on_exit: PointExit, parallel: int,
+                 stopped: Callable[[RunRequest], bool]) -> None:
+        self.requests = list(requests)
+        self.log_for = log_for
+        self.stop = stop
+        self.on_start = on_start
+        self.on_exit = on_exit
+        self.parallel = max(1, parallel)
+        self.stopped = stopped
 
 
 class Executor(ABC):

@@ -34,11 +34,11 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 from ...files import private_dir
 from . import price_cache, warm
-from .executor import Executor, Exit, PointExit, PointStart, RunFailed, RunRequest
+from .executor import Executor, Exit, PointsCall, RunFailed, RunRequest
 from .folders import WRITABLE, RunFolder, dir_size, make_private_tree
 from .logs import LogSink
 from .prepare import unpack
@@ -211,20 +211,12 @@ class Turns:
                 self._changed.notify_all()
 
 
-class Sweep:
+class Sweep(PointsCall):
     """One call of run_points (see the module's docstring)."""
 
-    def __init__(self, executor: "LocalExecutor", requests: Sequence[RunRequest], log_for: Callable[[RunRequest], LogSink],
-                 stop: RunStop, on_start: PointStart, on_exit: PointExit, parallel: int,
-                 stopped: Callable[[RunRequest], bool]) -> None:
+    def __init__(self, executor: "LocalExecutor", *call: Any) -> None:
+        super().__init__(*call)
         self.executor = executor
-        self.requests = list(requests)
-        self.log_for = log_for
-        self.stop = stop
-        self.on_start = on_start
-        self.on_exit = on_exit
-        self.parallel = max(1, parallel)
-        self.stopped = stopped
         self.worker: Optional[warm.Worker] = None
         self.zygote: Optional[int] = None  # the worker's host pid
         self.points: dict[int, Point] = {}

@@ -25,11 +25,11 @@ import threading
 import time
 import traceback
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .executor import Exit, PointExit, PointStart, RunFailed, RunRequest
+from .executor import Exit, PointsCall, RunFailed, RunRequest
 from .logs import LogSink
-from .process import STOPPED, RunStop
+from .process import STOPPED
 from .ray_jobs import JobLog, Outcome, build_error, watch_job
 from .ray_records import JobRecord
 from . import ray_stage
@@ -38,20 +38,12 @@ if TYPE_CHECKING:
     from .ray_executor import RayExecutor
 
 
-class Sweep:
+class Sweep(PointsCall):
     """One ``run_points`` call on the cluster."""
 
-    def __init__(self, executor: "RayExecutor", requests: list[RunRequest], log_for: Callable[[RunRequest], LogSink],
-                 stop: RunStop, on_start: PointStart, on_exit: PointExit, parallel: int,
-                 stopped: Callable[[RunRequest], bool]) -> None:
+    def __init__(self, executor: "RayExecutor", *call: Any) -> None:
+        super().__init__(*call)
         self.executor = executor
-        self.requests = requests
-        self.log_for = log_for
-        self.stop = stop
-        self.on_start = on_start
-        self.on_exit = on_exit
-        self.parallel = max(1, parallel)
-        self.stopped = stopped
         self._sinks: dict[int, LogSink] = {}
         self._done: set[int] = set()
         self._lock = threading.Lock()

@@ -350,7 +350,7 @@ class Sweep(PointsCall):
     def _one(self, n: int, request: RunRequest) -> None:
         """One point: its folders are made while other points run, then it takes its turn (points
         start in their order, ``parallel`` at once) and holds a slot for its process's life only;
-        its end is reported once the slot is free."""
+        its folders go and its end is reported once the slot is free."""
         folders = {name: getattr(self.worker.folder, name) / str(n) for name in WRITABLE}  # type: ignore[union-attr]
         problem = None
         if not (self.stop.is_set() or self.stopped(request) or self.lost):
@@ -359,40 +359,46 @@ class Sweep(PointsCall):
             except Exception as exc:  # e.g. no disk left for its copy: this point fails, the others go on
                 problem = f"the point could not start: {exc}"
         with self._turns.slot(n):
-            end = self._take_slot(n, request, folders, problem)
-        if end is not None:
-            self.on_exit(request, end)
+            ran, end = self._run_in_slot(n, request, folders, problem)
+            if end is None:  # the worker was gone before this point started: a run of its own, in this slot
+                self._clean(request, folders, ran, end)
+                self._cold([request])
+                return
+        self._clean(request, folders, ran, end)
+        if ran:
+            end = dataclasses.replace(end, reports=RunFolder(request.folder).reports())
+        self.on_exit(request, end)
 
-    def _take_slot(self, n: int, request: RunRequest, folders: dict[str, Path], problem: Optional[str]
-                   ) -> Optional[Exit]:
-        """The point's run in its slot: its end, or None when it ran as a separate run (which reported it)."""
+    def _run_in_slot(self, n: int, request: RunRequest, folders: dict[str, Path], problem: Optional[str]
+                     ) -> tuple[bool, Optional[Exit]]:
+        """(whether its process was asked for, its end): None when the worker is gone."""
         if problem is None and (self.stop.is_set() or self.stopped(request)):
             problem = STOPPED
-        point_stop, ran, end = RunStop(), False, None
+        if problem is not None:
+            return False, Exit(None, problem)
+        if self.lost:
+            return False, None
+        point_stop = RunStop()
+        self.active.add(point_stop)
         try:
-            if problem is not None:
-                end = Exit(None, problem)
-            elif not self.lost:
-                self.active.add(point_stop)
-                ran = True
-                end = self._run_point(n, request, folders, point_stop)
+            return True, self._run_point(n, request, folders, point_stop)
         except Exception as exc:
-            end = Exit(None, f"the point could not start: {exc}")
+            return True, Exit(None, f"the point could not start: {exc}")
         finally:
             self.active.discard(point_stop)
-            if ran and end is not None and end.code == 0 and end.reason is None:
-                self._share_cache(folders["model"])
-            if ran:
-                report = private_dir(request.folder) / "report"
-                shutil.rmtree(report, ignore_errors=True)
-                if folders["report"].exists():
-                    os.rename(folders["report"], report)
-            for path in folders.values():
-                shutil.rmtree(path, ignore_errors=True)
-        if end is None:  # the worker was gone before this point started
-            self._cold([request])
-            return None
-        return dataclasses.replace(end, reports=RunFolder(request.folder).reports()) if ran else end
+
+    def _clean(self, request: RunRequest, folders: dict[str, Path], ran: bool, end: Optional[Exit]) -> None:
+        """The point's folders go: its report is kept in its run's folder, and the first completed
+        point's price cache in the version's copy."""
+        if ran and end is not None and end.code == 0 and end.reason is None:
+            self._share_cache(folders["model"])
+        if ran:
+            report = private_dir(request.folder) / "report"
+            shutil.rmtree(report, ignore_errors=True)
+            if folders["report"].exists():
+                os.rename(folders["report"], report)
+        for path in folders.values():
+            shutil.rmtree(path, ignore_errors=True)
 
     def _share_cache(self, model: Path) -> None:
         """The first completed point's price cache goes to the points copied after it (price_cache.py)."""

@@ -166,6 +166,20 @@ def contained(root: Path, relative: str) -> Path:
     return path
 
 
+def open_plain(folder: Path, name: str) -> int:
+    """A read descriptor on folder/name, never through a link (the folder's or the file's) and never
+    waiting on a fifo; OSError when it is not a regular file. For what a run's code left behind."""
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{name} is not a regular file")
+    return fd
+
+
 def write_new(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> Path:
     """Write ``path`` afresh, never through a link a run's code may have left there."""
     try:

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .folders import make_private_tree
+from .folders import make_private_tree, open_plain
 
 
 def cache_folder(model: Path, working_directory: str) -> Optional[str]:
@@ -84,15 +84,9 @@ def _copy_plain(source: Path, target: Path) -> None:
             if entry.is_dir(follow_symlinks=False):
                 _copy_plain(Path(entry.path), target / entry.name)
             elif entry.is_file(follow_symlinks=False):
-                _copy_file(entry.path, target / entry.name)
-
-
-def _copy_file(source: str, target: Path) -> None:
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by something else since it was listed
-            return
-        with os.fdopen(os.dup(fd), "rb") as data, open(target, "xb") as out:
-            shutil.copyfileobj(data, out)
-    finally:
-        os.close(fd)
+                try:
+                    fd = open_plain(source, entry.name)
+                except OSError:  # replaced by something else since it was listed
+                    continue
+                with os.fdopen(fd, "rb") as data, open(target / entry.name, "xb") as out:
+                    shutil.copyfileobj(data, out)

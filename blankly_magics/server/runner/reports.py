@@ -9,9 +9,10 @@ another way: the bookkeeping only asks ``Runner.live_report``.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from .folders import open_plain
 
 PAGE_BYTES = 512 << 10
 
@@ -26,25 +27,12 @@ class ReportPage:
     size: int  # the file's size when read (0: no such file yet)
 
 
-def _open_report(report_dir: Path, name: str) -> int:
-    """A descriptor on report_dir/name, never through a link; OSError when it is not a plain file."""
-    folder = os.open(report_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
-    finally:
-        os.close(folder)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{name} is not a regular file")
-    return fd
-
-
 def read_report_page(report_dir: Path, name: str, offset: int = 0, limit: int = PAGE_BYTES, *,
                      tail: bool = False) -> ReportPage:
     """The lines from byte ``offset`` (from 0 when the file is shorter: a new run began), at most
     ``limit`` bytes; with ``tail``, the last whole lines within ``limit`` bytes of the end."""
     try:
-        fd = _open_report(report_dir, name)
+        fd = open_plain(report_dir, name)
     except OSError:
         return ReportPage(b"", 0, 0, 0)
     try:

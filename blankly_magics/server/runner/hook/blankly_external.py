@@ -60,27 +60,26 @@ def plain(value, _depth=0):
         return value
     if _depth > 50:
         return str(value)
-    if kind is list or kind is dict:  # item by item here: a result holds thousands, a call each costs
-        pairs = value.items() if kind is dict else enumerate(value)
-        out = {} if kind is dict else [None] * len(value)
-        for key, item in pairs:
-            item_kind = type(item)
-            if item_kind is float:
-                item = item if math.isfinite(item) else None
-            elif not (item_kind is int or item_kind is str or item is None):
-                item = plain(item, _depth + 1)
-            out[str(key) if kind is dict else key] = item
-        return out
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): plain(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v, _depth + 1) for v in value]
+    if isinstance(value, (dict, list, tuple, set, frozenset)):  # item by item: a result holds thousands
+        is_dict = isinstance(value, dict)
+        out = {} if is_dict else []
+        for key, item in (value.items() if is_dict else enumerate(value)):
+            item_kind = type(item)  # the plain cases here, not in a call each
+            if item_kind is float:
+                item = item if math.isfinite(item) else None
+            elif not (item_kind is int or item_kind is str or item is None):
+                item = plain(item, _depth + 1)
+            if is_dict:
+                out[str(key)] = item
+            else:
+                out.append(item)
+        return out
     # pandas objects: a DataFrame becomes a list of rows, a Series a list.
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict) and hasattr(value, "columns"):

@@ -124,8 +124,18 @@ def _write(zf: zipfile.ZipFile, name: str, data: bytes, executable: int) -> None
 
 
 def _prune(packages: Path) -> None:
-    built = sorted(packages.glob("*.zip"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in built[KEEP_PACKAGES:]:
+    # Another run may be building (a ".build-" file) or pruning at the same time: skip what is
+    # not a finished package and what vanishes between the listing and its stat.
+    built: list[tuple[float, Path]] = []
+    for path in packages.glob("*.zip"):
+        if path.name.startswith("."):
+            continue
+        try:
+            built.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    built.sort(key=lambda item: item[0], reverse=True)
+    for _, old in built[KEEP_PACKAGES:]:
         old.unlink(missing_ok=True)
 
 

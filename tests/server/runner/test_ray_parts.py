@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import urllib.error
 import urllib.request
 import zipfile
@@ -17,7 +18,7 @@ from blankly_magics.server.runner.envs import satisfied_here
 from blankly_magics.server.runner.ray_cluster import ClusterInfo
 from blankly_magics.server.runner.ray_jobs import JobLog
 from blankly_magics.server.runner.ray_secrets import TicketDesk
-from blankly_magics.server.runner.ray_stage import job_package, stage
+from blankly_magics.server.runner.ray_stage import KEEP_PACKAGES, job_package, stage
 from tests.fixtures_server import write_model_zip
 
 MARKER = "\x1eblankly_magics:0123456789abcdef:"
@@ -128,3 +129,22 @@ def test_a_version_becomes_one_package_built_once_with_the_driver_beside_it(tmp_
     needs = stage(RunRequest("backtest-b3", "backtest", tmp_path / "r3", missing, "version-2", "", {}), CLUSTER,
                   tmp_path / "packages")
     assert needs.pip == ["scikit-learn"]
+
+
+def test_old_packages_are_pruned_while_another_runs_build_is_left_alone(tmp_path: Path) -> None:
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    for n in range(KEEP_PACKAGES + 3):  # older packages, oldest first
+        old = packages / f"version-old{n}-0123456789abcdef.zip"
+        old.write_bytes(b"PK")
+        os.utime(old, (1_000_000 + n, 1_000_000 + n))
+    building = packages / ".build-other.zip"  # another run's package, half written
+    building.write_bytes(b"PK")
+    os.utime(building, (1, 1))
+    zip_path = write_model_zip(tmp_path / "v.zip", python_version="3.11")
+    staged = stage(RunRequest("backtest-b1", "backtest", tmp_path / "run", zip_path, "version-new", "3.11", {}),
+                   CLUSTER, packages)
+    kept = sorted(p.name for p in packages.iterdir())
+    assert building.exists() and staged.package.exists()
+    assert len(kept) == KEEP_PACKAGES + 1  # the newest packages, and the build in progress
+    assert not any(f"version-old{n}-" in name for n in range(4) for name in kept)  # the four oldest went

@@ -1,4 +1,4 @@
-"""Warm workers: what an idle one costs in memory, and a sweep's points forked from one.
+"""Warm workers: what an idle one costs in memory, and a sweep's points run in lanes forked from one.
 
 The server's executor (``LocalExecutor``, real bubblewrap sandboxes) runs in this process.
 Memory: the resident memory of an idle warm worker's whole sandbox (bubblewrap's two processes

@@ -6,7 +6,7 @@
 - ``local``: ``LocalExecutor``, this machine, each process in a bubblewrap sandbox;
 - ``warm``, ``warm_pool``: warm starts, sandboxes that imported Blankly before their run is known,
   and the pool that keeps them (``worker/worker.py``: the program inside one);
-- ``points``: a sweep's points forked from one warm worker (``LocalExecutor.run_points``);
+- ``points``: a sweep's points run in lanes forked from one warm worker (``LocalExecutor.run_points``);
 - ``ray_executor``: ``RayExecutor``, each run a job of a Ray cluster (``ray_cluster``: its job API;
   ``ray_stage``: a job's package and settings; ``ray_jobs``: watching one; ``ray_points``: a sweep as
   one job of tasks; ``ray_records``: jobs across server restarts; ``ray_secrets``: secret files by

@@ -182,7 +182,7 @@ class LocalExecutor(Executor):
     def run_points(self, requests: Sequence[RunRequest], log_for: Callable[[RunRequest], LogSink], stop: RunStop,
                    on_start: PointStart, on_exit: PointExit, *, parallel: int = 1,
                    stopped: Callable[[RunRequest], bool] = lambda request: False) -> None:
-        """Executor.run_points, the points forked from one warm worker (points.py) when they can be."""
+        """Executor.run_points, the points run in lanes forked from one warm worker (points.py) when they can be."""
         from .points import Sweep, forkable
 
         if not forkable(self, requests):

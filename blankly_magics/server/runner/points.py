@@ -1,22 +1,25 @@
 """A sweep's points from one sandbox (``LocalExecutor.run_points``).
 
 One user's one version is one trust domain, so its environment is prepared once, one warm
-worker (warm.py) imports the heavy modules once, and every point runs in a process forked
-from it. The worker is an idle one of the pool when there is one for the version's
-interpreter (the sweep starts at once), else one started for the sweep. Its four folders
+worker (warm.py) imports the heavy modules once, and the points run in ``parallel`` lanes:
+processes forked from it that each run several points one after another (worker.py says how
+each starts afresh; a fork per point cost as much as a short backtest). The worker is an idle
+one of the pool when there is one for the version's interpreter (the sweep starts at once),
+else one started for the sweep. Its four folders
 hold one subfolder per point: point N sees ``/blankly/model/N`` (its own copy of the
 version; its working directory is there), ``/blankly/report/N`` (where its hook writes),
 ``/blankly/home/N`` (HOME) and ``/tmp/N`` (TMPDIR). The version is unpacked once, beside
 the sandbox's folders (out of the points' reach), and copied for each point. At most
-``parallel`` points' processes run at once; the next points' copies are made and the ended
-points' results stored meanwhile, so a slot waits for nothing but a fork. The first point
+``parallel`` points run at once, one per lane; the next points' copies are made and the ended
+points' results stored meanwhile. A lane gets its next point only once its last one is
+reported, so a limit's kill can only end the point it was meant for. The first point
 to complete leaves its Blankly price cache to the points copied after it (price_cache.py).
 
 Each point gets its own environment variables (``BACKTESTING_ID``, ``BACKTESTING_ARGS``,
 ``BLANKLY_PARAMETERS``...), output pipe (its own log) and kernel limit on file size, and the
 server watches and limits it as it does a run's process (memory and processes of its tree,
-its time, the disk its four folders take): process.watch with a ``Point``. The worker reaps
-each point and reports its exit code; a stop ends every point. When the worker cannot be had
+its time, the disk its four folders take): process.watch with a ``Point``, whose process is
+its lane's. The worker reports each point's exit code; a stop ends every point. When the worker cannot be had
 (the environment cannot import the heavy modules) or stops in the middle, the points not
 started yet run as separate runs (``Executor.run_points``'s default).
 """
@@ -189,25 +192,27 @@ class Point:
 
 
 class Turns:
-    """``slots`` places taken in the points' order: point N waits for the points before it."""
+    """``slots`` lanes taken in the points' order: point N waits for the points before it, then
+    runs in the lowest free lane (the worker's process for that lane, see worker.py)."""
 
     def __init__(self, slots: int) -> None:
         self._changed = threading.Condition()
-        self._free = slots
+        self._free = list(range(slots))
         self._next = 0
 
     @contextlib.contextmanager
-    def slot(self, n: int) -> Iterator[None]:
+    def slot(self, n: int) -> Iterator[int]:
         with self._changed:
-            self._changed.wait_for(lambda: self._next == n and self._free > 0)
+            self._changed.wait_for(lambda: self._next == n and bool(self._free))
             self._next += 1
-            self._free -= 1
+            lane = self._free.pop(0)
             self._changed.notify_all()
         try:
-            yield
+            yield lane
         finally:
             with self._changed:
-                self._free += 1
+                self._free.append(lane)
+                self._free.sort()
                 self._changed.notify_all()
 
 
@@ -358,8 +363,8 @@ class Sweep(PointsCall):
                 self._prepare(folders)
             except Exception as exc:  # e.g. no disk left for its copy: this point fails, the others go on
                 problem = f"the point could not start: {exc}"
-        with self._turns.slot(n):
-            ran, end = self._run_in_slot(n, request, folders, problem)
+        with self._turns.slot(n) as lane:
+            ran, end = self._run_in_slot(n, lane, request, folders, problem)
             if end is None:  # the worker was gone before this point started: a run of its own, in this slot
                 self._clean(request, folders, ran, end)
                 self._cold([request])
@@ -369,8 +374,8 @@ class Sweep(PointsCall):
             end = dataclasses.replace(end, reports=RunFolder(request.folder).reports())
         self.on_exit(request, end)
 
-    def _run_in_slot(self, n: int, request: RunRequest, folders: dict[str, Path], problem: Optional[str]
-                     ) -> tuple[bool, Optional[Exit]]:
+    def _run_in_slot(self, n: int, lane: int, request: RunRequest, folders: dict[str, Path],
+                     problem: Optional[str]) -> tuple[bool, Optional[Exit]]:
         """(whether its process was asked for, its end): None when the worker is gone."""
         if problem is None and (self.stop.is_set() or self.stopped(request)):
             problem = STOPPED
@@ -381,7 +386,7 @@ class Sweep(PointsCall):
         point_stop = RunStop()
         self.active.add(point_stop)
         try:
-            return True, self._run_point(n, request, folders, point_stop)
+            return True, self._run_point(n, lane, request, folders, point_stop)
         except Exception as exc:
             return True, Exit(None, f"the point could not start: {exc}")
         finally:
@@ -414,7 +419,7 @@ class Sweep(PointsCall):
         for path in folders.values():
             make_private_tree(path, self.owner)
 
-    def _run_point(self, n: int, request: RunRequest, folders: dict[str, Path], point_stop: RunStop
+    def _run_point(self, n: int, lane: int, request: RunRequest, folders: dict[str, Path], point_stop: RunStop
                    ) -> Optional[Exit]:
         assert self.worker is not None
         log = self.log_for(request)
@@ -423,7 +428,7 @@ class Sweep(PointsCall):
         read_end, write_end = os.pipe()
         try:
             with self._send:
-                warm.send_job(self.worker.sandbox.ctl, self._job(n, request), write_end)
+                warm.send_job(self.worker.sandbox.ctl, {**self._job(n, request), "lane": lane}, write_end)
         except OSError:
             os.close(read_end)
             return None
@@ -458,6 +463,7 @@ class Sweep(PointsCall):
                         str(interpreter.env_dir or ""))
         env = executor.environment(interpreter, view, request.env)
         env[RUN_TOKEN_VAR] = self.worker.sandbox.token  # type: ignore[union-attr]
-        return {"key": n, "argv": [executor.python_inside(interpreter), posixpath.join(view.model, info.main_script)],
+        return {"key": n, "root": view.model,
+                "argv": [executor.python_inside(interpreter), posixpath.join(view.model, info.main_script)],
                 "cwd": posixpath.normpath(posixpath.join(view.model, info.working_directory)), "env": env,
                 "rlimits": {"RLIMIT_FSIZE": request.limits.disk << 20}}

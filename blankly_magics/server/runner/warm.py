@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 BASE_MODULES = ("numpy", "pandas", "blankly")  # as worker.py imports them
 # What every Blankly backtest imports only once it runs (shaping its result, printing it): imported
-# by the worker too, so a sweep's points, forked from it, do not import them one by one.
+# by the worker too, so a sweep's lanes, forked from it, do not import them one by one.
 BACKTEST_MODULES = ("pandas.core.methods.to_dict", "pandas.io.formats.string")
 MAX_SCRIPT_BYTES = 256 << 10  # a main script larger than this is not read for its imports
 MAX_MESSAGE = 1 << 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,11 +42,11 @@ class Worker:
         theirs.close()
         self.ready = receive(self.ctl, 60)
 
-    def job(self, script: Path, key: int = 0, **env: str) -> tuple[int, socket.socket]:
+    def job(self, script: Path, key: int = 0, lane: Optional[int] = None, **env: str) -> tuple[int, socket.socket]:
         read_end, write_end = os.pipe()
-        send_job(self.ctl, {"key": key, "argv": [sys.executable, str(script)], "cwd": str(script.parent),
-                            "env": {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", **env}, "rlimits": {}},
-                 write_end)
+        job = {"key": key, "argv": [sys.executable, str(script)], "cwd": str(script.parent),
+               "env": {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", **env}, "rlimits": {}}
+        send_job(self.ctl, job if lane is None else {**job, "lane": lane, "root": str(script.parent)}, write_end)
         os.close(write_end)
         return read_end, self.ctl
 
@@ -91,19 +92,79 @@ def test_what_the_imports_printed_comes_first_and_a_missing_module_is_skipped(tm
     assert output.startswith("The Zen of Python, by Tim Peters") and output.endswith("the model speaks\n")
 
 
-def test_forked_jobs_run_apart_and_report_their_exit_codes(tmp_path: Path) -> None:
+def test_lanes_run_jobs_apart_and_report_their_exit_codes(tmp_path: Path) -> None:
     script = tmp_path / "bot.py"
     script.write_text("import os, sys\nimport json\nprint('job', os.environ['JOB_ID'], flush=True)\n"
-                      "json.LEAKED = os.environ['JOB_ID']\nsys.exit(int(os.environ['JOB_ID']))\n")
+                      "sys.exit(int(os.environ['JOB_ID']))\n")
     worker = Worker(tmp_path, "json")
     worker.ctl.send(json.dumps({"fork": True}).encode())
     outputs = {}
     for key in (3, 5):
-        fd, _ = worker.job(script, key=key, JOB_ID=str(key))
+        fd, _ = worker.job(script, key=key, lane=key, JOB_ID=str(key))
         outputs[key] = read_all(fd)
     messages = [receive(worker.ctl, 30) for _ in range(4)]
-    assert {(m.get("started"), m.get("exited"), m.get("code")) for m in messages if "exited" in m} == {
-        (None, 3, 3), (None, 5, 5)}
+    assert {(m.get("exited"), m.get("code")) for m in messages if "exited" in m} == {(3, 3), (5, 5)}
     assert sorted(m["started"] for m in messages if "started" in m) == [3, 5]
     assert outputs == {3: "job 3\n", 5: "job 5\n"}
     assert worker.close() == 0  # the socket closed: the worker ends
+
+
+LANE_JOB = """import os, sys, random, json
+import helper
+print("job", os.environ["JOB_ID"], "main", sorted(k for k in globals() if k.startswith("left")),
+      "helper", helper.COUNT, "path", sys.path.count("/added"), "pid", os.getpid(), flush=True)
+helper.COUNT += 1
+left_by_job = True
+sys.path.append("/added")
+if os.environ["JOB_ID"] == "fail":
+    raise SystemExit(4)
+"""
+
+
+def test_a_lane_runs_its_jobs_in_one_process_each_as_a_fresh_script_sees_it(tmp_path: Path) -> None:
+    worker = Worker(tmp_path, "json")
+    worker.ctl.send(json.dumps({"fork": True}).encode())
+    seen = []
+    for n, job_id in enumerate(["a", "b", "fail", "c"]):
+        model = tmp_path / f"model-{n}"  # each job has its own copy of the model, as a sweep's points do
+        model.mkdir()
+        (model / "bot.py").write_text(LANE_JOB)
+        (model / "helper.py").write_text("COUNT = 0\n")
+        fd, _ = worker.job(model / "bot.py", key=n, lane=0, JOB_ID=job_id)
+        seen.append(read_all(fd))
+        started, exited = receive(worker.ctl, 30), receive(worker.ctl, 30)
+        assert (started["started"], exited) == (n, {"exited": n, "code": 4 if job_id == "fail" else 0})
+    pids = [line.split("pid ")[1] for line in seen]
+    assert [line.split(" pid")[0] for line in seen] == [
+        f"job {job_id} main [] helper 0 path 0" for job_id in ("a", "b", "fail", "c")]
+    assert pids[0] == pids[1] == pids[2] != pids[3]  # one process until a job failed, then a fresh fork
+    assert worker.close() == 0
+
+
+@pytest.mark.parametrize("leftover", [
+    "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n",
+    "import subprocess\nopen('child.pid', 'w').write(str(subprocess.Popen(['sleep', '30']).pid))\n",
+])
+def test_a_job_that_leaves_a_thread_or_a_process_running_ends_its_lane(tmp_path: Path, leftover: str) -> None:
+    script = tmp_path / "bot.py"
+    script.write_text("import os\nprint(os.getpid(), flush=True)\nif os.environ['JOB_ID'] == '0':\n"
+                      + "".join("    " + line + "\n" for line in leftover.splitlines()))
+    worker = Worker(tmp_path)
+    worker.ctl.send(json.dumps({"fork": True}).encode())
+    pids = []
+    for key in (0, 1, 2):
+        fd, _ = worker.job(script, key=key, lane=0, JOB_ID=str(key))
+        started, exited = receive(worker.ctl, 30), receive(worker.ctl, 30)
+        assert exited == {"exited": key, "code": 0}
+        if key == 0:  # the thread or process left behind holds the pipe: its first line is the job's
+            with os.fdopen(fd, "rb") as fh:
+                pids.append(fh.readline().decode().strip())
+        else:
+            pids.append(read_all(fd).strip())
+    assert pids[0] != pids[1] == pids[2]  # a fresh fork after the job that left something running
+    assert worker.close() == 0
+    if (tmp_path / "child.pid").exists():  # the process the job left (a sandbox's end would end it)
+        try:
+            os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -511,3 +511,11 @@ def _note_crash(exc_type, exc, tb):
 
 sys.excepthook = _note_crash
 atexit.register(Reporter._backtest_at_exit)
+
+
+def next_run():
+    """A warm worker's lane runs a sweep's points one after another in one process (worker.py):
+    each starts with a reporter as fresh as a new process's, its end-of-script backtest armed."""
+    Reporter.__init__()
+    atexit.unregister(Reporter._backtest_at_exit)
+    atexit.register(Reporter._backtest_at_exit)

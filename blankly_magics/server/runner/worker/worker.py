@@ -9,9 +9,13 @@ environment does not have is skipped), or ``{"broken": TEXT}`` when one of the f
 (numpy, pandas, blankly) fails to import, and exits. Then the server sends a job,
 ``{"argv": [python, script], "cwd", "env", "rlimits", "key"}``, with the run's output pipe
 attached (SCM_RIGHTS), and the worker takes the job itself and exits with it. Or the server
-sends ``{"fork": true}`` first: then every job that follows runs in a child forked for it, the
-worker answering ``{"started": KEY, "pid": PID}`` and ``{"exited": KEY, "code": CODE}``, until
-the socket closes (the kernel limits it carries apply to the worker and every point).
+sends ``{"fork": true}`` first (a sweep's points): then every job that follows names a lane
+(``"lane": N``) and runs in that lane's process, forked from the worker for the lane's first
+job; the worker answers ``{"started": KEY, "pid": PID}`` and ``{"exited": KEY, "code": CODE}``
+for each job, until the socket closes (the kernel limits it carries apply to the worker and
+every lane). A lane runs its jobs one after another, each as a fresh ``python script`` would
+see it (see ``next_point``), and ends after LANE_POINTS jobs or a job that failed; the
+server sends a lane's next job only once its last one is reported.
 
 Taking a job: the pipe becomes stdout and stderr, the job's kernel limits are set, the
 environment is replaced by the run's, then the working directory, ``sys.argv``,
@@ -32,10 +36,14 @@ import select
 import signal
 import socket
 import sys
+import threading
 import types
 
 BASE_MODULES = ("numpy", "pandas", "blankly")  # a failure here means this environment is not warmable
 MAX_MESSAGE = 1 << 20
+# Jobs one lane's process runs before a fresh fork replaces it: a fork costs about as much as a short
+# backtest (its copied pages, its exit), and the bound keeps what jobs leave in shared modules short-lived.
+LANE_POINTS = 16
 
 
 def send(ctl, message):
@@ -54,6 +62,11 @@ def receive(ctl):
             os.close(fd)
         return None, []
     return json.loads(data.decode("utf-8")), list(fds)
+
+
+def forward(sock, job, fd):
+    """Hand a job and its output pipe on to a lane."""
+    sock.sendmsg([json.dumps(job).encode("utf-8")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
 
 
 def preimport(names):
@@ -84,15 +97,16 @@ def hold_output():
         return os.dup(held.fileno())
 
 
-def take(job, out_fd, held):
+def take(job, out_fd, held, keep_held=False):
     """Become the job's process (see the module's docstring); returns the script's path."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     os.close(out_fd)
-    data = os.pread(held, os.fstat(held).st_size, 0)  # by offset: forked points share the file
-    os.close(held)
+    data = os.pread(held, os.fstat(held).st_size, 0)  # by offset: lanes share the file
+    if not keep_held:
+        os.close(held)
     while data:
         data = data[os.write(1, data):]
     for name, value in job.get("rlimits", {}).items():
@@ -143,13 +157,11 @@ def run_script(script):
     return 0
 
 
-def leave(code):
-    """End a forked point without the interpreter's teardown, which in a child of the worker would
-    write to nearly every page it shares with it (a copy each, about 70 ms). In the order the
-    interpreter ends: its threads are waited for, atexit runs, then what the script made goes
-    (its files are flushed and closed, ``__del__`` runs); the modules it shares stay as they are."""
+def settle():
+    """What the interpreter does as a script ends, short of exiting: its threads are waited for,
+    atexit runs, then what the script made goes (its files are flushed and closed, ``__del__``
+    runs); the modules the worker imported stay as they are."""
     import atexit
-    import threading
 
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
@@ -159,7 +171,6 @@ def leave(code):
     gc.collect()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code & 0xFF)
 
 
 def exit_status(status):
@@ -168,56 +179,199 @@ def exit_status(status):
     return os.WEXITSTATUS(status)
 
 
-def serve_forks(ctl):
-    """Fork a child per job until the server closes the socket; returns only in a child, its job."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    running = {}
-    while True:
-        readable = select.select([ctl, wake_r], [], [])[0]
-        if wake_r in readable:
+class Lanes:
+    """The worker's side of fork mode: a process per lane, the jobs handed on, their ends relayed."""
+
+    def __init__(self, ctl):
+        self.ctl = ctl
+        self.lanes = {}  # lane number -> [pid, socket, the key of the job it runs or None]
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def serve(self):
+        """Until the server closes the socket; returns only in a new lane's process: (job, fd, socket)."""
+        while True:
+            socks = [lane[1] for lane in self.lanes.values()]
+            readable = select.select([self.ctl, self.wake_r] + socks, [], [])[0]
+            for sock in socks:
+                if sock in readable:
+                    self._relay(sock)
+            if self.wake_r in readable:
+                self._reap()
+            if self.ctl in readable:
+                job, fds = receive(self.ctl)
+                if job is None:
+                    for pid, _sock, _key in self.lanes.values():
+                        os.kill(pid, signal.SIGKILL)
+                    os._exit(0)
+                mine = self._give(job, fds[0])
+                if mine is not None:
+                    return mine
+
+    def _give(self, job, fd):
+        lane = self.lanes.get(job["lane"])
+        if lane is not None:
             try:
-                os.read(wake_r, 4096)
-            except BlockingIOError:
-                pass
-            while running:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-                if pid == 0:
-                    break
-                send(ctl, {"exited": running.pop(pid), "code": exit_status(status)})
-        if ctl not in readable:
-            continue
-        job, fds = receive(ctl)
-        if job is None:
-            for pid in running:
-                os.kill(pid, signal.SIGKILL)
-            os._exit(0)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            pid = os.fork()
-        except OSError as exc:  # the kernel's limit on processes: this point fails, the others go on
-            os.write(fds[0], ("[blankly_magics] this point could not start: %s\n" % exc).encode())
-            os.close(fds[0])
-            send(ctl, {"started": job["key"], "pid": None})
-            send(ctl, {"exited": job["key"], "code": 1})
-            continue
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in (wake_r, wake_w):
+                forward(lane[1], job, fd)
+            except OSError:  # the lane is ending: a fresh one takes the job
+                self._drop(job["lane"])
+                lane = None
+            else:
                 os.close(fd)
-            ctl.close()
-            numpy_random = sys.modules.get("numpy.random")
-            if numpy_random is not None:
-                numpy_random.seed()  # its global state is fresh in every run, as in a new process
-            return job, fds[0]
-        os.close(fds[0])
-        running[pid] = job["key"]
-        send(ctl, {"started": job["key"], "pid": pid})
+        if lane is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                pid = os.fork()
+            except OSError as exc:  # the kernel's limit on processes: this job fails, the others go on
+                os.write(fd, ("[blankly_magics] this point could not start: %s\n" % exc).encode())
+                os.close(fd)
+                ours.close()
+                theirs.close()
+                send(self.ctl, {"started": job["key"], "pid": None})
+                send(self.ctl, {"exited": job["key"], "code": 1})
+                return None
+            if pid == 0:
+                self._become_lane(ours)
+                return job, fd, theirs
+            theirs.close()
+            os.close(fd)
+            lane = self.lanes[job["lane"]] = [pid, ours, None]
+        lane[2] = job["key"]
+        send(self.ctl, {"started": job["key"], "pid": lane[0]})
+        return None
+
+    def _become_lane(self, ours):
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
+        ours.close()
+        for _pid, sock, _key in self.lanes.values():  # another lane's socket would keep it open
+            sock.close()
+        self.ctl.close()
+
+    def _relay(self, sock):
+        number = next((n for n, lane in self.lanes.items() if lane[1] is sock), None)
+        if number is not None:
+            self._drain(number)
+
+    def _drain(self, number):
+        """Relay what a lane said (a job ended: it says so before it takes the next, or ends)."""
+        sock = self.lanes[number][1]
+        while True:
+            try:
+                data = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except OSError:  # nothing more now, or the lane is gone
+                return
+            if not data:
+                return
+            message = json.loads(data.decode("utf-8"))
+            self.lanes[number][2] = None
+            last = message.pop("last", False)
+            send(self.ctl, message)
+            if last:  # it ends: its next job goes to a fresh fork
+                self._drop(number)
+                return
+
+    def _reap(self):
+        try:
+            os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            number = next((n for n, lane in self.lanes.items() if lane[0] == pid), None)
+            if number is None:  # a lane that said it ends, or ended before it ran anything
+                continue
+            self._drain(number)  # what it said before it ended comes first
+            lane = self.lanes.get(number)
+            if lane is not None and lane[2] is not None:
+                send(self.ctl, {"exited": lane[2], "code": exit_status(status)})
+            self._drop(number)
+
+    def _drop(self, number):
+        lane = self.lanes.pop(number, None)
+        if lane is not None:
+            lane[1].close()
+
+
+def next_point(baseline, root):
+    """Between two jobs of one lane: what the last one changed that a fresh process would not have
+    is put back (sys.path, the excepthook, the output objects, the modules of its model's folder
+    ``root``, ``random`` and numpy's seeds, the platform hook's reporter)."""
+    path, excepthook, known = baseline
+    inside = os.path.join(os.path.realpath(root), "")
+    for name in [name for name in sys.modules if name not in known]:
+        origin = getattr(sys.modules.get(name), "__file__", None) or ""
+        if os.path.realpath(origin).startswith(inside):  # the model's own modules are imported afresh
+            del sys.modules[name]
+    sys.path[:] = path
+    sys.excepthook = excepthook
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    fresh_seeds()
+    hook = sys.modules.get("blankly_external")
+    reset = getattr(hook, "next_run", None)
+    if callable(reset):
+        reset()
+
+
+def fresh_seeds():
+    """Seeded afresh in every job, as a new process is."""
+    import random
+
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def has_children():
+    pid = os.getpid()
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
+            return bool(fh.read().strip())
+    except OSError:
+        return True  # cannot tell: as if it had
+
+
+def run_lane(job, out_fd, sock, held):
+    """A lane's process: its jobs one after another (see the module's docstring); never returns."""
+    fresh_seeds()
+    baseline = (list(sys.path), sys.excepthook, set(sys.modules))
+    done = 0
+    while True:
+        code = run_script(take(job, out_fd, held, keep_held=True))
+        settle()
+        done += 1
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the job's output ends here: its log is complete once it is reported
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        # A job that failed, or left threads or processes running, ends its lane: the next starts
+        # from a clean fork.
+        last = code != 0 or done >= LANE_POINTS or threading.active_count() > 1 or has_children()
+        try:
+            send(sock, {"exited": job["key"], "code": code & 0xFF, "last": last})
+            if last:
+                raise OSError
+            previous = job
+            job, fds = receive(sock)
+        except OSError:
+            os._exit(code & 0xFF)
+        if job is None:
+            os._exit(0)
+        next_point(baseline, previous.get("root") or os.path.dirname(previous["argv"][1]))
+        out_fd = fds[0]
 
 
 def main():
@@ -239,10 +393,9 @@ def main():
     if job is None:
         return 0
     if job.get("fork"):
-        for name, value in job.get("rlimits", {}).items():  # for the worker and every point it forks
+        for name, value in job.get("rlimits", {}).items():  # for the worker and every lane it forks
             resource.setrlimit(getattr(resource, name), (value, value))
-        job, out_fd = serve_forks(ctl)
-        leave(run_script(take(job, out_fd, held)))
+        run_lane(*Lanes(ctl).serve(), held)
     ctl.close()
     return run_script(take(job, fds[0], held))
 

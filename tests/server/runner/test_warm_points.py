@@ -85,7 +85,7 @@ def test_each_point_equals_a_cold_run_of_it(executor: LocalExecutor, tmp_path: P
     zip_path = model_zip(tmp_path / "rsi.zip", PRELOADED + rsi_script())
     args = [{"initial_values": {"USD": usd}, "start_date": "2010-06-01", "end_date": end}
             for usd, end in ((10000, "2013-03-01"), (2500, "2012-01-01"), (50000, "2011-06-01"))]
-    warm = Sweep().run(executor, requests(tmp_path / "warm-data", zip_path, args))
+    warm = Sweep().run(executor, requests(tmp_path / "warm-data", zip_path, args), parallel=1)  # one lane: all three
     cold_executor = LocalExecutor(tmp_path / "cold-data", find_bwrap(), warm_workers=0)
     cold_executor.start()
     cold = Sweep().run(cold_executor, requests(tmp_path / "cold-data", zip_path, args))

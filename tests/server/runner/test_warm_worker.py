@@ -155,7 +155,7 @@ def test_a_job_that_leaves_a_thread_or_a_process_running_ends_its_lane(tmp_path:
     for key in (0, 1, 2):
         fd, _ = worker.job(script, key=key, lane=0, JOB_ID=str(key))
         started, exited = receive(worker.ctl, 30), receive(worker.ctl, 30)
-        assert exited == {"exited": key, "code": 0}
+        assert started["started"] == key and exited == {"exited": key, "code": 0}
         if key == 0:  # the thread or process left behind holds the pipe: its first line is the job's
             with os.fdopen(fd, "rb") as fh:
                 pids.append(fh.readline().decode().strip())

@@ -13,7 +13,8 @@ the sandbox's folders (out of the points' reach), and copied for each point. At 
 ``parallel`` points run at once, one per lane; the next points' copies are made and the ended
 points' results stored meanwhile. A lane gets its next point only once its last one is
 reported, so a limit's kill can only end the point it was meant for. The first point
-to complete leaves its Blankly price cache to the points copied after it (price_cache.py).
+to complete leaves its Blankly price cache to the points copied after it when they all ask for
+one period (price_cache.py).
 
 Each point gets its own environment variables (``BACKTESTING_ID``, ``BACKTESTING_ARGS``,
 ``BLANKLY_PARAMETERS``...), output pipe (its own log) and kernel limit on file size, and the
@@ -257,7 +258,8 @@ class Sweep(PointsCall):
             version = RunFolder(self.worker.folder.root / "version")  # out of the sandbox's sight
             self.info = unpack(self.requests[0].zip_path, version, owner)
             self.owner, self.template = owner, version.model
-            self.cache = price_cache.cache_folder(self.template, self.info.working_directory)
+            if price_cache.one_period([r.env.get("BACKTESTING_ARGS") for r in self.requests]):
+                self.cache = price_cache.cache_folder(self.template, self.info.working_directory)
             reader.start()
             relay.start()
             # Twice the slots in threads: a point's copy and its end's bookkeeping overlap the others' runs.

@@ -7,8 +7,14 @@ as a loop of backtests in a notebook does after its first. The points of a sweep
 each start from a fresh copy of the version, so each would fetch the same bars
 again (from an exchange: seconds each). Once a point completes, its cache folder
 is copied into the version's unpacked copy the later points are copied from: the
-points are one user's one version (one trust domain), and Blankly reads a cached
-range only for the symbol, resolution and period it was fetched for.
+points are one user's one version (one trust domain).
+
+Only when every point asks for the same period (the same uploaded backtest args, with
+``start_date`` and ``end_date``, which win over a script's own ``to``): Blankly reads
+every cached file whose range overlaps the period asked for, whole, so a point with a
+shorter period reading a longer one's bars would backtest past its own end (measured:
+other metrics than the same point run alone). With one period for all, each point's
+request matches the cached file exactly, and reads what it would have fetched.
 
 The copy takes regular files and folders only, never follows a link and skips
 anything else a point may have left there, so a point cannot make the server
@@ -17,6 +23,7 @@ place, so a point copied meanwhile sees the whole cache or none of it.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import posixpath
@@ -24,9 +31,21 @@ import shutil
 import stat
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .folders import make_private_tree, open_plain
+
+
+def one_period(encoded_args: Sequence[Optional[str]]) -> bool:
+    """True when the points' uploaded backtest args (``BACKTESTING_ARGS``, base64 JSON) are one
+    and pin the period with ``start_date`` and ``end_date``."""
+    if not encoded_args or any(a != encoded_args[0] for a in encoded_args):
+        return False
+    try:
+        args = json.loads(base64.b64decode(encoded_args[0] or ""))
+    except (ValueError, TypeError):
+        return False
+    return isinstance(args, dict) and args.get("start_date") is not None and args.get("end_date") is not None
 
 
 def cache_folder(model: Path, working_directory: str) -> Optional[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -138,10 +139,13 @@ with open(os.path.join(os.environ["BLANKLY_MAGICS_REPORT_DIR"], "backtest_result
 """
 
 
-def cache_sweep(tmp_path: Path, sweep_id: str, points: int, **extra) -> SweepJob:
+PERIOD = {"start_date": "2020-01-01", "end_date": "2021-01-01"}
+
+
+def cache_sweep(tmp_path: Path, sweep_id: str, points: int, args: Optional[dict] = None, **extra) -> SweepJob:
     zip_path = model_zip(tmp_path / f"{sweep_id}.zip", CACHE_POINT, prices=False)
     return SweepJob(sweep_id, tuple(
-        BacktestJob(f"{sweep_id}-p{i}", "model1", "v1", "proj1", zip_path, "", {"to": "1y"},
+        BacktestJob(f"{sweep_id}-p{i}", "model1", "v1", "proj1", zip_path, "", args or dict(PERIOD),
                     parameters={"x": i, **extra})
         for i in range(points)))
 
@@ -160,3 +164,10 @@ def test_a_price_cache_that_is_a_link_is_never_shared(runner, recorder, tmp_path
     runner.submit_sweep(cache_sweep(tmp_path, "c2", 5, link_folder=True))
     assert recorder.wait_sweep("c2")["status"] == "completed"
     assert [recorder.backtest(f"c2-p{i}")["result"]["found"] for i in range(5)] == [[]] * 5
+
+
+def test_a_price_cache_is_shared_only_when_every_point_asks_for_one_period(runner, recorder, tmp_path):
+    # Blankly reads a longer period's cached bars whole: a point asking for less would backtest past its end.
+    runner.submit_sweep(cache_sweep(tmp_path, "c3", 5, args={"to": "1y"}))
+    assert recorder.wait_sweep("c3")["status"] == "completed"
+    assert [recorder.backtest(f"c3-p{i}")["result"]["found"] for i in range(5)] == [[]] * 5

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 
 import pytest
@@ -15,6 +16,13 @@ NO_BLANKLY = None if importlib.util.find_spec("blankly") else (
     f"blankly is not installed on this Python {sys.version_info[0]}.{sys.version_info[1]} "
     "(it installs on 3.11 and older: its newnewtulipy dependency does not build on 3.12+)"
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell starts a background job with Ctrl-C ignored, and Python keeps it ignored; the tests
+    # that press Ctrl-C in a cell need the handler a kernel has, however the suite was started.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

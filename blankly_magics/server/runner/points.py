@@ -430,7 +430,7 @@ class Sweep(PointsCall):
         read_end, write_end = os.pipe()
         try:
             with self._send:
-                warm.send_job(self.worker.sandbox.ctl, {**self._job(n, request), "lane": lane}, write_end)
+                warm.send_job(self.worker.sandbox.ctl, self._job(n, lane, request), write_end)
         except OSError:
             os.close(read_end)
             return None
@@ -452,7 +452,7 @@ class Sweep(PointsCall):
             reason = LOST
         return Exit(code, reason, {}, started, time.time())
 
-    def _job(self, n: int, request: RunRequest) -> dict[str, Any]:
+    def _job(self, n: int, lane: int, request: RunRequest) -> dict[str, Any]:
         executor, info = self.executor, self.info
         interpreter = self.worker.key.interpreter  # type: ignore[union-attr]
         if executor.bwrap:
@@ -465,7 +465,7 @@ class Sweep(PointsCall):
                         str(interpreter.env_dir or ""))
         env = executor.environment(interpreter, view, request.env)
         env[RUN_TOKEN_VAR] = self.worker.sandbox.token  # type: ignore[union-attr]
-        return {"key": n, "root": view.model,
+        return {"key": n, "lane": lane, "root": view.model,
                 "argv": [executor.python_inside(interpreter), posixpath.join(view.model, info.main_script)],
                 "cwd": posixpath.normpath(posixpath.join(view.model, info.working_directory)), "env": env,
                 "rlimits": {"RLIMIT_FSIZE": request.limits.disk << 20}}

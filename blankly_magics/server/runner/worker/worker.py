@@ -14,8 +14,9 @@ sends ``{"fork": true}`` first (a sweep's points): then every job that follows n
 job; the worker answers ``{"started": KEY, "pid": PID}`` and ``{"exited": KEY, "code": CODE}``
 for each job, until the socket closes (the kernel limits it carries apply to the worker and
 every lane). A lane runs its jobs one after another, each as a fresh ``python script`` would
-see it (see ``next_point``), and ends after LANE_POINTS jobs or a job that failed; the
-server sends a lane's next job only once its last one is reported.
+see it (see ``next_point``), and ends after LANE_POINTS jobs, or after a job that failed or
+left threads or processes running; the server sends a lane's next job only once its last one
+is reported.
 
 Taking a job: the pipe becomes stdout and stderr, the job's kernel limits are set, the
 environment is replaced by the run's, then the working directory, ``sys.argv``,
@@ -179,12 +180,21 @@ def exit_status(status):
     return os.WEXITSTATUS(status)
 
 
+class Lane:
+    """A lane's process as the worker sees it: its pid, its socket, the key of the job it runs."""
+
+    def __init__(self, pid, sock):
+        self.pid = pid
+        self.sock = sock
+        self.key = None  # None between jobs
+
+
 class Lanes:
     """The worker's side of fork mode: a process per lane, the jobs handed on, their ends relayed."""
 
     def __init__(self, ctl):
         self.ctl = ctl
-        self.lanes = {}  # lane number -> [pid, socket, the key of the job it runs or None]
+        self.lanes = {}  # lane number -> Lane
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
@@ -194,18 +204,17 @@ class Lanes:
     def serve(self):
         """Until the server closes the socket; returns only in a new lane's process: (job, fd, socket)."""
         while True:
-            socks = [lane[1] for lane in self.lanes.values()]
+            socks = [lane.sock for lane in self.lanes.values()]
             readable = select.select([self.ctl, self.wake_r] + socks, [], [])[0]
-            for sock in socks:
-                if sock in readable:
-                    self._relay(sock)
+            for number in [n for n, lane in self.lanes.items() if lane.sock in readable]:
+                self._drain(number)
             if self.wake_r in readable:
                 self._reap()
             if self.ctl in readable:
                 job, fds = receive(self.ctl)
                 if job is None:
-                    for pid, _sock, _key in self.lanes.values():
-                        os.kill(pid, signal.SIGKILL)
+                    for lane in self.lanes.values():
+                        os.kill(lane.pid, signal.SIGKILL)
                     os._exit(0)
                 mine = self._give(job, fds[0])
                 if mine is not None:
@@ -215,7 +224,7 @@ class Lanes:
         lane = self.lanes.get(job["lane"])
         if lane is not None:
             try:
-                forward(lane[1], job, fd)
+                forward(lane.sock, job, fd)
             except OSError:  # the lane is ending: a fresh one takes the job
                 self._drop(job["lane"])
                 lane = None
@@ -240,9 +249,9 @@ class Lanes:
                 return job, fd, theirs
             theirs.close()
             os.close(fd)
-            lane = self.lanes[job["lane"]] = [pid, ours, None]
-        lane[2] = job["key"]
-        send(self.ctl, {"started": job["key"], "pid": lane[0]})
+            lane = self.lanes[job["lane"]] = Lane(pid, ours)
+        lane.key = job["key"]
+        send(self.ctl, {"started": job["key"], "pid": lane.pid})
         return None
 
     def _become_lane(self, ours):
@@ -251,27 +260,22 @@ class Lanes:
         for fd in (self.wake_r, self.wake_w):
             os.close(fd)
         ours.close()
-        for _pid, sock, _key in self.lanes.values():  # another lane's socket would keep it open
-            sock.close()
+        for lane in self.lanes.values():  # another lane's socket would keep it open
+            lane.sock.close()
         self.ctl.close()
-
-    def _relay(self, sock):
-        number = next((n for n, lane in self.lanes.items() if lane[1] is sock), None)
-        if number is not None:
-            self._drain(number)
 
     def _drain(self, number):
         """Relay what a lane said (a job ended: it says so before it takes the next, or ends)."""
-        sock = self.lanes[number][1]
+        lane = self.lanes[number]
         while True:
             try:
-                data = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+                data = lane.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
             except OSError:  # nothing more now, or the lane is gone
                 return
             if not data:
                 return
             message = json.loads(data.decode("utf-8"))
-            self.lanes[number][2] = None
+            lane.key = None
             last = message.pop("last", False)
             send(self.ctl, message)
             if last:  # it ends: its next job goes to a fresh fork
@@ -290,19 +294,19 @@ class Lanes:
                 return
             if pid == 0:
                 return
-            number = next((n for n, lane in self.lanes.items() if lane[0] == pid), None)
+            number = next((n for n, lane in self.lanes.items() if lane.pid == pid), None)
             if number is None:  # a lane that said it ends, or ended before it ran anything
                 continue
             self._drain(number)  # what it said before it ended comes first
             lane = self.lanes.get(number)
-            if lane is not None and lane[2] is not None:
-                send(self.ctl, {"exited": lane[2], "code": exit_status(status)})
+            if lane is not None and lane.key is not None:
+                send(self.ctl, {"exited": lane.key, "code": exit_status(status)})
             self._drop(number)
 
     def _drop(self, number):
         lane = self.lanes.pop(number, None)
         if lane is not None:
-            lane[1].close()
+            lane.sock.close()
 
 
 def next_point(baseline, root):
